@@ -1,0 +1,282 @@
+"""Strict checkpoint loader: upstream ACE-Step 1.5 layout -> diffusers / transformers modules.
+
+The same code reads the real Hugging Face folder and the synthetic one. Upstream keys are mapped onto the library
+modules (``decoder.*`` -> ``AceStepTransformer1DModel``, ``encoder.*`` + ``null_condition_emb`` ->
+``AceStepConditionEncoder``, ``tokenizer.*`` / ``detokenizer.*`` -> the audio tokenizer / detokenizer, which
+text2music never runs but whose keys are still checked; attention ``q_proj/k_proj/v_proj/o_proj/q_norm/k_norm``
+-> ``to_q/to_k/to_v/to_out.0/norm_q/norm_k``; ``proj_in.1``/``proj_out.1`` -> ``proj_in_conv``/``proj_out_conv``).
+Any missing, unexpected or mis-shaped tensor is a :class:`CheckpointError` naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DIT_DIR = "acestep-v15-turbo"
+VAE_DIR = "vae"
+TEXT_DIR = "Qwen3-Embedding-0.6B"
+WEIGHT_NAMES = ("model.safetensors", "diffusion_pytorch_model.safetensors")
+REQUIRED_FILES = (
+    f"{DIT_DIR}/config.json",
+    f"{DIT_DIR}/model.safetensors",
+    f"{DIT_DIR}/silence_latent.pt",
+    f"{VAE_DIR}/config.json",
+    f"{VAE_DIR}/diffusion_pytorch_model.safetensors",
+    f"{TEXT_DIR}/config.json",
+    f"{TEXT_DIR}/model.safetensors",
+    f"{TEXT_DIR}/tokenizer.json",
+)
+_ATTN_RENAMES = {"q_proj": "to_q", "k_proj": "to_k", "v_proj": "to_v", "o_proj": "to_out.0",
+                 "q_norm": "norm_q", "k_norm": "norm_k"}
+_ATTN_RE = re.compile(r"\.(self_attn|cross_attn)\.(q_proj|k_proj|v_proj|o_proj|q_norm|k_norm)\.")
+# Present in some Qwen3 exports (tied to embed_tokens); Qwen3Model has no head, so it is ignored by name.
+_TEXT_IGNORED_KEYS = {"lm_head.weight"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that does not match the upstream layout or its own config."""
+
+
+def map_upstream_key(key: str) -> tuple[str, str]:
+    """Upstream DiT-checkpoint key -> (component, library key)."""
+    if key == "null_condition_emb":
+        return "condition_encoder", key
+    component, _, rest = key.partition(".")
+    target = {"decoder": "transformer", "encoder": "condition_encoder", "tokenizer": "audio_tokenizer",
+              "detokenizer": "audio_detokenizer"}.get(component)
+    if target is None:
+        raise CheckpointError(f"unexpected key {key!r}: no component owns the prefix {component!r}")
+    rest = _ATTN_RE.sub(lambda m: f".{m.group(1)}.{_ATTN_RENAMES[m.group(2)]}.", "." + rest)[1:]
+    if target == "transformer":
+        rest = rest.replace("proj_in.1.", "proj_in_conv.").replace("proj_out.1.", "proj_out_conv.")
+    return target, rest
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"missing file {path}") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+
+
+def check_layout(root: Path) -> None:
+    root = Path(root)
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint directory {root} does not exist")
+    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint directory {root} lacks {', '.join(missing)}")
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """SHA-256 of every required file (cached beside nothing: real checkpoints hash in ~10 s per GB... once)."""
+    root = Path(root)
+    out = {}
+    for rel in REQUIRED_FILES:
+        digest = hashlib.sha256()
+        with open(root / rel, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        out[rel] = digest.hexdigest()
+    return out
+
+
+def checkpoint_id(root: Path, hashes: dict[str, str] | None = None) -> str:
+    """A short stable name for golden folders: ``<kind>-<12 hex of the combined file hashes>``."""
+    root = Path(root)
+    hashes = hashes or file_hashes(root)
+    combined = hashlib.sha256("".join(f"{k}={v}\n" for k, v in sorted(hashes.items())).encode()).hexdigest()
+    manifest = root / "synth_manifest.json"
+    kind = f"synth-{read_json(manifest).get('preset', 'custom')}" if manifest.is_file() else "acestep-v15-turbo"
+    return f"{kind}-{combined[:12]}"
+
+
+def load_silence_latent(path: Path) -> np.ndarray:
+    """``silence_latent.pt`` as stored: float32 [1, 64, frames]."""
+    import torch
+
+    tensor = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3 or tensor.shape[0] != 1:
+        raise CheckpointError(f"{path}: expected a [1, C, frames] tensor, got {getattr(tensor, 'shape', tensor)}")
+    return tensor.float().numpy()
+
+
+def _load_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises several exception types for a bad file
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+
+
+def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored: set[str] | None = None) -> None:
+    """Copy ``tensors`` into ``module`` (as float32) after checking keys and shapes both ways."""
+    expected = module.state_dict()
+    ignored = ignored or set()
+    unexpected = sorted(k for k in tensors if k not in expected and k not in ignored)
+    missing = sorted(k for k in expected if k not in tensors)
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected key(s) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    if missing:
+        problems.append(f"missing key(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    for key in sorted(set(tensors) & set(expected)):
+        if tuple(tensors[key].shape) != tuple(expected[key].shape):
+            problems.append(
+                f"tensor {key!r} has shape {tuple(tensors[key].shape)} but {config_path} implies "
+                f"{tuple(expected[key].shape)}"
+            )
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems))
+    module.load_state_dict({k: v.float() for k, v in tensors.items() if k in expected}, strict=True)
+
+
+@dataclass
+class ReferenceModels:
+    """The neural modules of the reference pipeline plus the host-side assets they need."""
+
+    root: Path
+    dit_config: dict
+    vae_config: dict
+    text_config: dict
+    transformer: object
+    condition_encoder: object
+    audio_tokenizer: object
+    audio_detokenizer: object
+    vae: object
+    text_encoder: object
+    silence_latent: np.ndarray
+    tokenizer_path: Path
+    extras: dict = field(default_factory=dict)
+
+
+def _dit_kwargs(cfg: dict) -> dict:
+    keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+            "rope_theta", "attention_bias", "attention_dropout", "rms_norm_eps")
+    kw = {k: cfg[k] for k in keys if k in cfg}
+    kw["sliding_window"] = cfg.get("sliding_window", 128) if cfg.get("use_sliding_window", True) else None
+    kw["layer_types"] = cfg.get("layer_types")
+    return kw
+
+
+def build_transformer(cfg: dict):
+    from diffusers import AceStepTransformer1DModel
+
+    kw = _dit_kwargs(cfg)
+    layer_types = kw.pop("layer_types")
+    n = cfg["num_hidden_layers"]
+    return AceStepTransformer1DModel(
+        **kw, num_hidden_layers=n, layer_types=layer_types[:n] if layer_types else None,
+        in_channels=cfg.get("in_channels", 192), audio_acoustic_hidden_dim=cfg.get("audio_acoustic_hidden_dim", 64),
+        patch_size=cfg.get("patch_size", 2), encoder_hidden_size=cfg.get("encoder_hidden_size"),
+        is_turbo=bool(cfg.get("is_turbo", False)), model_version=cfg.get("model_version"),
+    ).eval()
+
+
+def build_condition_encoder(cfg: dict):
+    from diffusers.pipelines.ace_step import AceStepConditionEncoder
+
+    return AceStepConditionEncoder(
+        **_dit_kwargs(cfg), text_hidden_dim=cfg["text_hidden_dim"], timbre_hidden_dim=cfg["timbre_hidden_dim"],
+        num_lyric_encoder_hidden_layers=cfg["num_lyric_encoder_hidden_layers"],
+        num_timbre_encoder_hidden_layers=cfg["num_timbre_encoder_hidden_layers"],
+    ).eval()
+
+
+def build_audio_tokenizers(cfg: dict):
+    from diffusers.pipelines.ace_step import AceStepAudioTokenDetokenizer, AceStepAudioTokenizer
+
+    kw = _dit_kwargs(cfg)
+    common = dict(audio_acoustic_hidden_dim=cfg["audio_acoustic_hidden_dim"],
+                  pool_window_size=cfg["pool_window_size"],
+                  num_attention_pooler_hidden_layers=cfg["num_attention_pooler_hidden_layers"])
+    tokenizer = AceStepAudioTokenizer(**kw, **common, fsq_dim=cfg["fsq_dim"],
+                                      fsq_input_levels=cfg["fsq_input_levels"],
+                                      fsq_input_num_quantizers=cfg["fsq_input_num_quantizers"]).eval()
+    detokenizer = AceStepAudioTokenDetokenizer(**kw, **common).eval()
+    return tokenizer, detokenizer
+
+
+def build_vae(cfg: dict):
+    from diffusers import AutoencoderOobleck
+
+    keys = ("encoder_hidden_size", "downsampling_ratios", "channel_multiples", "decoder_channels",
+            "decoder_input_channels", "audio_channels", "sampling_rate")
+    return AutoencoderOobleck(**{k: cfg[k] for k in keys if k in cfg}).eval()
+
+
+def build_text_encoder(cfg: dict):
+    from transformers import Qwen3Config, Qwen3Model
+
+    config = Qwen3Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
+    config._attn_implementation = "sdpa"
+    return Qwen3Model(config).eval()
+
+
+def load_reference_models(root: Path) -> ReferenceModels:
+    """Build every module from an upstream-layout folder, strictly."""
+    import torch
+
+    root = Path(root)
+    check_layout(root)
+    dit_cfg_path, vae_cfg_path, text_cfg_path = (root / DIT_DIR / "config.json", root / VAE_DIR / "config.json",
+                                                 root / TEXT_DIR / "config.json")
+    dit_cfg, vae_cfg, text_cfg = read_json(dit_cfg_path), read_json(vae_cfg_path), read_json(text_cfg_path)
+
+    torch.manual_seed(0)  # construction draws random init that load_state_dict overwrites; keep it quiet & fixed
+    with torch.no_grad():
+        transformer = build_transformer(dit_cfg)
+        condition_encoder = build_condition_encoder(dit_cfg)
+        audio_tokenizer, audio_detokenizer = build_audio_tokenizers(dit_cfg)
+        vae = build_vae(vae_cfg)
+        text_encoder = build_text_encoder(text_cfg)
+
+        dit_file = root / DIT_DIR / "model.safetensors"
+        grouped: dict[str, dict] = {"transformer": {}, "condition_encoder": {}, "audio_tokenizer": {},
+                                    "audio_detokenizer": {}}
+        for key, tensor in _load_safetensors(dit_file).items():
+            try:
+                component, mapped = map_upstream_key(key)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{dit_file}: {exc}") from None
+            grouped[component][mapped] = tensor
+
+        silence = load_silence_latent(root / DIT_DIR / "silence_latent.pt")
+        if silence.shape[1] != dit_cfg["timbre_hidden_dim"]:
+            raise CheckpointError(
+                f"{root / DIT_DIR / 'silence_latent.pt'}: {silence.shape[1]} channels but {dit_cfg_path} "
+                f"says timbre_hidden_dim={dit_cfg['timbre_hidden_dim']}"
+            )
+        # diffusers keeps the silence latent as a persistent buffer [1, frames, C]; upstream ships it separately.
+        buffer = condition_encoder.silence_latent
+        frames = torch.from_numpy(silence).transpose(1, 2).contiguous()
+        condition_encoder.silence_latent = torch.zeros(frames.shape, dtype=buffer.dtype)
+        grouped["condition_encoder"]["silence_latent"] = frames
+
+        for name, module in (("transformer", transformer), ("condition_encoder", condition_encoder),
+                             ("audio_tokenizer", audio_tokenizer), ("audio_detokenizer", audio_detokenizer)):
+            strict_load(module, grouped[name], dit_file, dit_cfg_path)
+
+        vae_file = root / VAE_DIR / "diffusion_pytorch_model.safetensors"
+        strict_load(vae, _load_safetensors(vae_file), vae_file, vae_cfg_path)
+
+        text_file = root / TEXT_DIR / "model.safetensors"
+        text_tensors = _load_safetensors(text_file)
+        if text_tensors and all(k.startswith("model.") or k in _TEXT_IGNORED_KEYS for k in text_tensors):
+            text_tensors = {k.removeprefix("model."): v for k, v in text_tensors.items()}
+        strict_load(text_encoder, text_tensors, text_file, text_cfg_path, ignored=_TEXT_IGNORED_KEYS)
+
+    return ReferenceModels(
+        root=root, dit_config=dit_cfg, vae_config=vae_cfg, text_config=text_cfg, transformer=transformer,
+        condition_encoder=condition_encoder, audio_tokenizer=audio_tokenizer, audio_detokenizer=audio_detokenizer,
+        vae=vae, text_encoder=text_encoder, silence_latent=silence, tokenizer_path=root / TEXT_DIR / "tokenizer.json",
+    )

@@ -1,0 +1,118 @@
+"""``acestep-parity``: synthesize checkpoints, freeze goldens, generate with the reference."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from acestep_parity import paths
+
+
+def _progress_printer():
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=f"{stage:>4}", unit="step" if stage == "dit" else "tile",
+                                     leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            del bars[stage]
+
+    return progress
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from acestep_parity.synth.generate import generate
+    from acestep_parity.synth.presets import get_preset
+
+    start = time.perf_counter()
+    hashes = generate(get_preset(args.preset), Path(args.out))
+    for name, digest in hashes.items():
+        print(f"{digest}  {name}")
+    print(f"wrote {len(hashes)} files to {args.out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    from acestep_parity.cases import discover_cases
+    from acestep_parity.checkpoint import checkpoint_id, file_hashes
+    from acestep_parity.golden import GoldenStore
+    from runtimes.torch_ref import load_engine
+
+    ckpt = paths.resolve_checkpoint_dir(args.checkpoint_dir)
+    hashes = file_hashes(ckpt)
+    cid = checkpoint_id(ckpt, hashes)
+    store = GoldenStore(Path(args.golden_dir) / cid, cid, hashes, ckpt if args.checkpoint_dir else None)
+    cases = [c for c in discover_cases(Path(args.cases_dir), args.case) if c.task == "text2music"]
+    if not cases:
+        print("no text2music case matched", file=sys.stderr)
+        return 2
+    engine = load_engine(ckpt)
+    for case in cases:
+        start = time.perf_counter()
+        caps = engine.generate(case.request(), progress=_progress_printer())
+        path = store.write(case.id, case.sha256, caps.arrays)
+        print(f"froze {case.id} -> {path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from acestep_parity.cases import load_case
+    from acestep_parity.host.audio import save_audio
+    from runtimes.torch_ref import load_engine
+
+    case = load_case(Path(args.case))
+    ckpt = paths.resolve_checkpoint_dir(args.checkpoint_dir)
+    engine = load_engine(ckpt)
+    caps = engine.generate(case.request(), progress=_progress_printer())
+    out = Path(args.out)
+    for b in range(case.batch_size):
+        target = out if case.batch_size == 1 else out.with_name(f"{out.stem}_{b}{out.suffix}")
+        save_audio(target, caps["audio"][b])
+        print(f"wrote {target}")
+    print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in caps.timings.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acestep-parity", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic checkpoint in the upstream layout")
+    p.add_argument("--preset", default="tiny", help="tiny (CI) or full (real dimensions, random weights)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("freeze", help="run the PyTorch reference on every case and write the golden set")
+    p.add_argument("--checkpoint-dir", help="checkpoint folder (default: the cached tiny synthetic one)")
+    p.add_argument("--case", action="append", help="case id glob (repeatable; default: all text2music cases)")
+    p.add_argument("--cases-dir", default=str(paths.CASES_DIR))
+    p.add_argument("--golden-dir", default=str(paths.GOLDEN_DIR))
+    p.set_defaults(func=cmd_freeze)
+
+    p = sub.add_parser("generate", help="generate one case with the PyTorch reference and write audio")
+    p.add_argument("--case", required=True, help="case JSON file")
+    p.add_argument("--checkpoint-dir")
+    p.add_argument("--out", required=True, help="output file (.wav, .flac or .mp3)")
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"acestep-parity: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

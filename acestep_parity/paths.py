@@ -1,0 +1,65 @@
+"""Where things live: the repository's cases/ and golden/, and the cache for generated checkpoints/artifacts."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CASES_DIR = REPO_ROOT / "cases"
+GOLDEN_DIR = REPO_ROOT / "golden"
+TOLERANCE_FILE = CASES_DIR / "tolerances.json"
+
+
+def cache_dir() -> Path:
+    """``$ACESTEP_PARITY_CACHE`` or ``<repo>/.cache`` (git-ignored)."""
+    return Path(os.environ.get("ACESTEP_PARITY_CACHE", REPO_ROOT / ".cache"))
+
+
+@contextmanager
+def file_lock(path: Path):
+    """An exclusive lock so parallel pytest-xdist workers build a shared artifact once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_synthetic_checkpoint(preset_name: str = "tiny", root: Path | None = None) -> Path:
+    """The cached synthetic checkpoint for ``preset_name``, generated on first use (atomically)."""
+    from acestep_parity.synth.generate import MANIFEST, generate
+    from acestep_parity.synth.presets import get_preset
+
+    preset = get_preset(preset_name)
+    base = Path(root) if root else cache_dir() / "checkpoints"
+    target = base / f"synth-{preset.name}"
+    if (target / MANIFEST).is_file():
+        return target
+    with file_lock(base / f".synth-{preset.name}.lock"):
+        if (target / MANIFEST).is_file():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".synth-{preset.name}-", dir=base))
+        try:
+            generate(preset, tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_checkpoint_dir(option: str | None) -> Path:
+    """``--checkpoint-dir`` / ``$ACESTEP_CHECKPOINT_DIR``, else the tiny synthetic checkpoint."""
+    value = option or os.environ.get("ACESTEP_CHECKPOINT_DIR")
+    if value:
+        return Path(value).expanduser().resolve()
+    return ensure_synthetic_checkpoint("tiny")

@@ -1,0 +1,94 @@
+"""Synthetic checkpoint presets: the upstream config fields, at tiny or real sizes.
+
+The tiny preset keeps the real latent contract (64 latent channels, in_channels 192, silence latent
+[1, 64, 15000], hop 1920 at 48 kHz, VAE strides [2, 4, 4, 6, 10]) and shrinks widths and depths while keeping
+every feature the real model exercises: GQA (heads 4 / kv 2), alternating sliding/full layers with a window
+(16 patched frames) shorter than any patched sequence (>= 64), RoPE, q/k RMSNorm and AdaLN tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DitPreset:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    sliding_window: int
+    num_lyric_encoder_hidden_layers: int
+    num_timbre_encoder_hidden_layers: int
+    num_attention_pooler_hidden_layers: int
+    fsq_dim: int
+
+
+@dataclass(frozen=True)
+class TextEncoderPreset:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    bpe_vocab_size: int
+
+
+@dataclass(frozen=True)
+class VaePreset:
+    encoder_hidden_size: int
+    decoder_channels: int
+    channel_multiples: tuple[int, ...] = (1, 2, 4, 8, 16)
+    downsampling_ratios: tuple[int, ...] = (2, 4, 4, 6, 10)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    dit: DitPreset
+    text: TextEncoderPreset
+    vae: VaePreset
+    seed: int = 20260401
+    silence_frames: int = 15000
+    extra: dict = field(default_factory=dict)
+
+
+TINY = Preset(
+    name="tiny",
+    dit=DitPreset(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, sliding_window=16, num_lyric_encoder_hidden_layers=2, num_timbre_encoder_hidden_layers=2,
+        num_attention_pooler_hidden_layers=2, fsq_dim=64,
+    ),
+    text=TextEncoderPreset(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=8, bpe_vocab_size=512,
+    ),
+    vae=VaePreset(encoder_hidden_size=8, decoder_channels=8),
+)
+
+FULL = Preset(
+    name="full",
+    dit=DitPreset(
+        hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, sliding_window=128, num_lyric_encoder_hidden_layers=8,
+        num_timbre_encoder_hidden_layers=4, num_attention_pooler_hidden_layers=2, fsq_dim=2048,
+    ),
+    text=TextEncoderPreset(
+        hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, bpe_vocab_size=4096,
+    ),
+    vae=VaePreset(encoder_hidden_size=128, decoder_channels=128),
+)
+
+PRESETS = {p.name: p for p in (TINY, FULL)}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
