@@ -1,0 +1,307 @@
+"""The pytest plugin: options, backend fixtures, case x step x tensor parametrization, recorded metrics, reports.
+
+Registered from the repository's ``conftest.py`` (``pytest_plugins = ["acestep_parity.plugin"]``).
+Tests ask for ``case``, ``backend``, ``golden``, ``check`` and the parametrized ``step``/``tensor``/``mode``;
+they never special-case a backend. Every gate comes from ``cases/tolerances.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acestep_parity import parity, paths
+from acestep_parity.backends import PROFILES, REGISTRY, Backend, BackendContext
+from acestep_parity.cases import Case, discover_cases
+from acestep_parity.golden import GoldenError, GoldenStore, freeze_command
+from acestep_parity.host.schedule import resolve_schedule
+from acestep_parity.tolerances import Tolerances
+
+BACKEND_NAMES = ("torch", "py_ort", "rust", "dll")
+STAGE_TENSORS = (
+    "text_token_ids", "text_attention_mask", "lyric_token_ids", "lyric_attention_mask", "text_hidden_states",
+    "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
+    "noise", "pred_latents",
+)
+ROWS_PROPERTY = "parity_rows"
+_SESSION_KEY = pytest.StashKey["ParitySession"]()
+_PLOT_KEY = pytest.StashKey[list]()
+
+
+def _register_optional_backends() -> None:
+    """Backends that live in runtimes/ register themselves on import; a missing one simply stays unregistered."""
+    try:
+        import runtimes.py_ort.backend  # noqa: F401
+    except ImportError:
+        pass
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("acestep-parity", "ACE-Step parity")
+    group.addoption("--backend", action="append", choices=BACKEND_NAMES,
+                    help="backend(s) to test, repeatable (default: all; unavailable ones skip with a reason)")
+    group.addoption("--profile", action="append", choices=PROFILES, help="ONNX profile(s), repeatable (default fp32)")
+    group.addoption("--case", action="append", dest="case_globs", metavar="GLOB",
+                    help="case id or glob, repeatable (default: every case in cases/)")
+    group.addoption("--checkpoint-dir", default=None,
+                    help="checkpoint folder in the upstream layout (default: $ACESTEP_CHECKPOINT_DIR or the "
+                         "tiny synthetic checkpoint, generated and cached on first use)")
+    group.addoption("--update-golden", action="store_true",
+                    help="re-freeze the golden of the selected cases with the PyTorch reference before comparing")
+    group.addoption("--parity-report", default="reports", metavar="DIR",
+                    help="folder for metrics.json / metrics.csv and plots ('' to disable; default: reports)")
+
+
+@dataclass
+class ParitySession:
+    """Session-wide state: selected cases, checkpoint, tolerances, golden store, backends, collected rows."""
+
+    config: pytest.Config
+    cases: list[Case]
+    tolerances: Tolerances
+    _checkpoint: tuple[Path, dict, str] | None = None
+    backends: dict[tuple[str, str], Backend] = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> tuple[Path, dict, str]:
+        if self._checkpoint is None:
+            from acestep_parity.checkpoint import checkpoint_id, file_hashes
+
+            directory = paths.resolve_checkpoint_dir(self.config.getoption("--checkpoint-dir"))
+            hashes = file_hashes(directory)
+            self._checkpoint = (directory, hashes, checkpoint_id(directory, hashes))
+        return self._checkpoint
+
+    @property
+    def golden(self) -> GoldenStore:
+        directory, hashes, cid = self.checkpoint
+        explicit = self.config.getoption("--checkpoint-dir")
+        return GoldenStore(paths.GOLDEN_DIR / cid, cid, hashes, directory if explicit else None)
+
+    def backend(self, name: str, profile: str) -> Backend:
+        key = (name, profile)
+        if key not in self.backends:
+            directory, _, cid = self.checkpoint
+            ctx = BackendContext(directory, cid, profile, paths.cache_dir())
+            self.backends[key] = REGISTRY[name](ctx)
+        return self.backends[key]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _register_optional_backends()
+    config.addinivalue_line("markers", "parity: a parity test that compares a backend against a reference")
+    config.addinivalue_line("markers", "slow: slow test, not part of the default run (select with -m slow)")
+    cases = discover_cases(paths.CASES_DIR, config.getoption("case_globs"))
+    config.stash[_SESSION_KEY] = ParitySession(config=config, cases=cases,
+                                               tolerances=Tolerances.load(paths.TOLERANCE_FILE))
+    if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) writes the reports
+        config.pluginmanager.register(ParityReporter(config), "acestep-parity-reporter")
+
+
+def _session(config: pytest.Config) -> ParitySession:
+    return config.stash[_SESSION_KEY]
+
+
+def _case_steps(case: Case) -> int:
+    if case.task != "text2music":
+        return 8
+    return len(resolve_schedule(case.shift, list(case.timesteps) if case.timesteps else None))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize by backend x profile x case [x step] [x tensor] [x mode], ids readable under ``-k``."""
+    names = metafunc.fixturenames
+    if "case" not in names:
+        return
+    config = metafunc.config
+    session = _session(config)
+    if not session.cases:
+        raise pytest.UsageError(f"--case {config.getoption('case_globs')} matched no case in {paths.CASES_DIR}")
+    axes: list[tuple[str, list, list[str]]] = []
+    if "backend_name" in names:
+        backends = config.getoption("--backend") or list(BACKEND_NAMES)
+        axes.append(("backend_name", backends, backends))
+    if "profile" in names:
+        profiles = config.getoption("--profile") or ["fp32"]
+        axes.append(("profile", profiles, profiles))
+    combos: list[tuple[list, list[str]]] = [([], [])]
+    for _, values, ids in axes:
+        combos = [(vals + [v], idl + [i]) for vals, idl in combos for v, i in zip(values, ids, strict=True)]
+    argnames = [a[0] for a in axes] + ["case"]
+    extra = [n for n in ("step", "tensor", "mode") if n in names]
+    argnames += extra
+    tensors = metafunc.definition.get_closest_marker("tensors")
+    modes = metafunc.definition.get_closest_marker("modes")
+    params = []
+    for vals, idl in combos:
+        for case in session.cases:
+            # A case whose task cannot run yet gets one (skipping) test per function, not one per step/tensor.
+            expand = case.task == "text2music"
+            steps = (range(_case_steps(case)) if expand else [0]) if "step" in extra else [None]
+            tensor_axis = (tensors.args if expand else tensors.args[:1]) if tensors and "tensor" in extra else [None]
+            mode_axis = (modes.args if expand else modes.args[:1]) if modes and "mode" in extra else [None]
+            for step in steps:
+                for tensor in tensor_axis:
+                    for mode in mode_axis:
+                        if mode == "teacher" and tensor == "xt":
+                            continue  # teacher forcing feeds the reference xt; only vt is compared
+                        row = vals + [case] + [x for x, n in ((step, "step"), (tensor, "tensor"), (mode, "mode"))
+                                               if n in extra]
+                        pid = "-".join(idl + [case.id]
+                                       + ([f"step{step}"] if "step" in extra else [])
+                                       + ([tensor] if "tensor" in extra else [])
+                                       + ([mode] if "mode" in extra else []))
+                        params.append(pytest.param(*row, id=pid, marks=pytest.mark.xdist_group(case.id)))
+    metafunc.parametrize(argnames, params)
+
+
+@pytest.fixture(scope="session")
+def parity_session(pytestconfig: pytest.Config) -> ParitySession:
+    return _session(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(parity_session: ParitySession) -> Path:
+    return parity_session.checkpoint[0]
+
+
+@pytest.fixture(scope="session")
+def tolerances(parity_session: ParitySession) -> Tolerances:
+    return parity_session.tolerances
+
+
+@pytest.fixture
+def runnable_case(case: Case) -> Case:
+    """The case, or a skip when its task needs a stage that does not exist yet."""
+    if case.task == "simple_mode":
+        pytest.skip(f"{case.id}: simple_mode needs the 5 Hz LM planner stage (query -> caption/lyrics/metas), "
+                    "which this checkout does not implement yet")
+    return case
+
+
+@pytest.fixture
+def backend(parity_session: ParitySession, backend_name: str, profile: str) -> Backend:
+    """The backend under test; skips (never passes) when it cannot run here, saying why and how to build it."""
+    instance = parity_session.backend(backend_name, profile)
+    availability = instance.availability()
+    if not availability.ok:
+        pytest.skip(f"backend {backend_name} ({profile}) unavailable: {availability.reason}")
+    return instance
+
+
+@pytest.fixture(scope="session")
+def golden_store(parity_session: ParitySession, pytestconfig: pytest.Config) -> GoldenStore:
+    store = parity_session.golden
+    if pytestconfig.getoption("--update-golden"):
+        from runtimes.torch_ref import load_engine
+
+        with paths.file_lock(store.root.parent / f".{store.checkpoint_id}.freeze.lock"):
+            engine = load_engine(parity_session.checkpoint[0])
+            for case in parity_session.cases:
+                if case.task == "text2music":
+                    store.write(case.id, case.sha256, engine.generate(case.request()).arrays)
+    return store
+
+
+@pytest.fixture
+def golden(golden_store: GoldenStore, runnable_case: Case) -> dict[str, np.ndarray]:
+    """The frozen reference captures of the case: skip when none exist, fail when stale."""
+    if not golden_store.exists():
+        pytest.skip(f"no golden for checkpoint {golden_store.checkpoint_id}: run "
+                    f"`{freeze_command(golden_store.checkpoint_dir)}` (or pytest --update-golden)")
+    try:
+        return golden_store.load(runnable_case.id, runnable_case.sha256)
+    except GoldenError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def check(request: pytest.FixtureRequest, record_property, tolerances: Tolerances):
+    """``check(ref, cand, tensor=…, pair=…, profile=…, case=…, step=None, mode=None)``: gate and record."""
+
+    def _check(ref, cand, *, tensor: str, pair: str, profile: str, case: Case, step: int | None = None,
+               mode: str | None = None, gate_tensor: str | None = None) -> list[parity.Row]:
+        gates = tolerances.gates(pair, profile, gate_tensor or tensor, case.id)
+        record_property("pair", pair)
+        record_property("profile", profile)
+        try:
+            rows = parity.evaluate(ref, cand, gates, case=case.id, tensor=tensor, pair=pair, profile=profile,
+                                   step=step, mode=mode)
+        except parity.ParityFailure as exc:
+            record_property("failure_tag", parity.TENSOR_STAGE.get(tensor, "DiT"))
+            raise exc
+        for row in rows:
+            row.nodeid = request.node.nodeid
+            record_property(f"{tensor}.{row.metric}", row.value)
+            record_property(f"{tensor}.{row.metric}.gate", row.gate)
+        record_property(ROWS_PROPERTY, parity.rows_to_json(rows))
+        if any(r.verdict == "fail" for r in rows):
+            record_property("failure_tag", rows[0].stage)
+            request.node.stash[_PLOT_KEY] = [tensor, np.asarray(ref), np.asarray(cand), rows]
+            raise parity.ParityFailure(parity.failure_message(rows, gates))
+        return rows
+
+    return _check
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if call.when != "call" or not report.failed or _PLOT_KEY not in item.stash:
+        return
+    tensor, ref, cand, rows = item.stash[_PLOT_KEY]
+    try:
+        from acestep_parity import reports
+
+        extras = getattr(report, "extras", [])
+        extras.extend(reports.failure_extras(tensor, ref, cand, rows))
+        report.extras = extras
+    except Exception as exc:  # a plot must never hide the verdict
+        report.sections.append(("parity plot", f"could not draw plot: {exc}"))
+
+
+class ParityReporter:
+    """Collects rows on the controller (xdist workers' reports included) and writes the reports at the end."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.rows: list[parity.Row] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == ROWS_PROPERTY:
+                self.rows.extend(parity.rows_from_json(value))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        target = self.config.getoption("--parity-report")
+        if not target or not self.rows:
+            return
+        from acestep_parity import reports
+
+        out = Path(target) if Path(target).is_absolute() else Path(self.config.rootpath) / target
+        reports.write_metrics(out, self.rows)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(self, prefix, summary, postfix, session) -> None:
+        if self.rows:
+            from acestep_parity import reports
+
+            prefix.extend(reports.summary_html(self.rows))
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
+        if self.rows:
+            from acestep_parity import reports
+
+            for line in reports.summary_lines(self.rows):
+                terminalreporter.write_line(line)
+
+
