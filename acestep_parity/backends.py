@@ -120,3 +120,11 @@ def register(cls: type[Backend]) -> type[Backend]:
     """Class decorator for backends defined elsewhere (e.g. ``runtimes.py_ort``)."""
     REGISTRY[cls.name] = cls
     return cls
+
+
+def load_optional_backends() -> None:
+    """Backends living in runtimes/ register themselves on import; a missing one simply stays unregistered."""
+    try:
+        import runtimes.py_ort.backend  # noqa: F401
+    except ImportError:
+        pass

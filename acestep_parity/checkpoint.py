@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,7 +212,9 @@ def build_vae(cfg: dict):
 
     keys = ("encoder_hidden_size", "downsampling_ratios", "channel_multiples", "decoder_channels",
             "decoder_input_channels", "audio_channels", "sampling_rate")
-    return AutoencoderOobleck(**{k: cfg[k] for k in keys if k in cfg}).eval()
+    with warnings.catch_warnings():  # diffusers still builds the VAE with the legacy (deprecated) weight_norm
+        warnings.simplefilter("ignore", FutureWarning)
+        return AutoencoderOobleck(**{k: cfg[k] for k in keys if k in cfg}).eval()
 
 
 def build_text_encoder(cfg: dict):

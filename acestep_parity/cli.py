@@ -81,6 +81,49 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate one case on every available backend, write the audio, print a parity summary vs torch."""
+    from acestep_parity import metrics
+    from acestep_parity.backends import REGISTRY, BackendContext, load_optional_backends
+    from acestep_parity.cases import load_case
+    from acestep_parity.checkpoint import checkpoint_id, file_hashes
+    from acestep_parity.host.audio import save_audio
+
+    load_optional_backends()
+    case = load_case(Path(args.case))
+    ckpt = paths.resolve_checkpoint_dir(args.checkpoint_dir)
+    cid = checkpoint_id(ckpt, file_hashes(ckpt))
+    print(f"checkpoint {ckpt} ({cid}), case {case.id}")
+    out_dir = Path(args.out)
+    runs = {}
+    for name, cls in REGISTRY.items():
+        backend = cls(BackendContext(ckpt, cid, "fp32", paths.cache_dir()))
+        availability = backend.availability()
+        if not availability.ok:
+            print(f"  {name:7s} skipped: {availability.reason}")
+            continue
+        start = time.perf_counter()
+        caps = backend.run_case(case)
+        runs[name] = caps
+        for b in range(case.batch_size):
+            suffix = f"_{b}" if case.batch_size > 1 else ""
+            path = save_audio(out_dir / f"{case.id}_{name}{suffix}.{case.output_format}", caps["audio"][b])
+        print(f"  {name:7s} {time.perf_counter() - start:6.2f} s -> {path}")
+    reference = runs.get("torch")
+    if reference is not None:
+        print("parity vs torch:")
+        for name, caps in runs.items():
+            if name == "torch":
+                continue
+            vt = metrics.max_abs(reference["vt"], caps["vt"])
+            lat = metrics.max_abs(reference["pred_latents"], caps["pred_latents"])
+            snr = metrics.snr_db(reference["audio"], caps["audio"])
+            corr = metrics.pearson(reference["audio"], caps["audio"])
+            print(f"  {name:7s} vt max_abs {vt:.3g}  pred_latents max_abs {lat:.3g}  audio SNR {snr:.1f} dB  "
+                  f"Pearson {corr:.6f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acestep-parity", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir")
     p.add_argument("--out", required=True, help="output file (.wav, .flac or .mp3)")
     p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("demo", help="generate a case on every available backend and print a parity summary")
+    p.add_argument("--case", required=True, help="case JSON file")
+    p.add_argument("--checkpoint-dir")
+    p.add_argument("--out", default="out", help="output folder")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

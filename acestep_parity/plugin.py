@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from acestep_parity import parity, paths
-from acestep_parity.backends import PROFILES, REGISTRY, Backend, BackendContext
+from acestep_parity.backends import PROFILES, REGISTRY, Backend, BackendContext, load_optional_backends
 from acestep_parity.cases import Case, discover_cases
 from acestep_parity.golden import GoldenError, GoldenStore, freeze_command
 from acestep_parity.host.schedule import resolve_schedule
@@ -29,14 +29,6 @@ STAGE_TENSORS = (
 ROWS_PROPERTY = "parity_rows"
 _SESSION_KEY = pytest.StashKey["ParitySession"]()
 _PLOT_KEY = pytest.StashKey[list]()
-
-
-def _register_optional_backends() -> None:
-    """Backends that live in runtimes/ register themselves on import; a missing one simply stays unregistered."""
-    try:
-        import runtimes.py_ort.backend  # noqa: F401
-    except ImportError:
-        pass
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -91,7 +83,7 @@ class ParitySession:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    _register_optional_backends()
+    load_optional_backends()
     config.addinivalue_line("markers", "parity: a parity test that compares a backend against a reference")
     config.addinivalue_line("markers", "slow: slow test, not part of the default run (select with -m slow)")
     cases = discover_cases(paths.CASES_DIR, config.getoption("case_globs"))

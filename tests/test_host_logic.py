@@ -1,0 +1,128 @@
+"""Host logic shared by every backend: schedules, shift rule, custom timesteps, latent length, prompts, tiling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acestep_parity.host import audio, latents, prompts, schedule, tiling
+
+
+@pytest.mark.parametrize("shift", [1.0, 2.0, 3.0], ids=["shift1", "shift2", "shift3"])
+def test_turbo_table_equals_closed_form(shift):
+    table = np.asarray(schedule.SHIFT_TIMESTEPS[shift], dtype=np.float32)
+    formula = np.asarray(schedule.shift_formula(shift), dtype=np.float32)
+    assert np.array_equal(table, formula)
+
+
+def test_valid_timesteps_is_union_of_tables():
+    union = sorted({t for table in schedule.SHIFT_TIMESTEPS.values() for t in table}, reverse=True)
+    assert tuple(union) == schedule.VALID_TIMESTEPS
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [(1.5, 1.0), (2.5, 2.0), (2.6, 3.0), (0.2, 1.0), (10.0, 3.0), (2.0, 2.0), (1.49, 1.0), (1.51, 2.0)],
+    ids=lambda v: str(v),
+)
+def test_nearest_shift_ties_to_smaller(requested, expected):
+    assert schedule.nearest_shift(requested) == expected
+
+
+def test_custom_timesteps_doc_example():
+    got = schedule.resolve_schedule(3.0, [0.97, 0.76, 0.615, 0.5, 0.395, 0.28, 0.18, 0.085, 0])
+    assert got == [0.9545454545454546, 0.7692307692307693, 0.625, 0.5, 0.4, 0.3, 0.2222222222222222, 0.125]
+
+
+def test_custom_timesteps_edge_rules():
+    assert schedule.resolve_schedule(2.0, [0, 0]) == list(schedule.SHIFT_TIMESTEPS[2.0])  # empty -> shift table
+    assert len(schedule.resolve_schedule(1.0, [0.5] * 25)) == schedule.MAX_CUSTOM_TIMESTEPS
+    # midpoint of 1.0 and 0.9545...: first entry of VALID_TIMESTEPS wins the tie
+    mid = float(np.float32((1.0 + 0.9545454545454546) / 2))
+    assert schedule.snap_custom_timesteps([mid]) == [min(schedule.VALID_TIMESTEPS, key=lambda x: abs(x - mid))]
+
+
+def test_euler_and_x0_updates():
+    xt = np.full((1, 4, 64), 2.0, dtype=np.float32)
+    vt = np.full((1, 4, 64), 0.5, dtype=np.float32)
+    sched = list(schedule.SHIFT_TIMESTEPS[1.0])
+    out = schedule.ode_update(xt, vt, sched, 0)
+    assert out.dtype == np.float32 and np.all(out == np.float32(2.0 - 0.5 * 0.125))
+    final = schedule.ode_update(xt, vt, sched, 7)
+    assert np.all(final == np.float32(2.0 - 0.5 * 0.125))  # x0 = xt - vt * t_last, t_last = 0.125
+
+
+@pytest.mark.parametrize(
+    ("duration", "frames"),
+    [(6.0, 150), (6.2, 155), (12.0, 300), (3.0, 128), (5.12, 128), (5.16, 130), (0.01, 128), (None, 3000),
+     (-1.0, 3000), (10.29, 257)],
+    ids=lambda v: str(v),
+)
+def test_latent_length_rules(duration, frames):
+    assert latents.latent_frames(duration) == frames
+
+
+def test_context_latents_are_silence_then_ones():
+    silence = np.arange(2 * 64 * 10, dtype=np.float32).reshape(1, 64, 20)
+    ctx = latents.context_latents(silence, 25, batch=2)  # longer than the buffer: tiled
+    assert ctx.shape == (2, 25, 128)
+    assert np.array_equal(ctx[0, :20, :64], silence[0].T)
+    assert np.array_equal(ctx[0, 20:, :64], silence[0].T[:5])
+    assert np.all(ctx[..., 64:] == 1.0)
+
+
+def test_caption_prompt_exact_string():
+    metas = prompts.metas_string(bpm=120, keyscale="C major", timesignature="4", duration=6.0)
+    text = prompts.caption_prompt("upbeat pop", metas)
+    assert text == (
+        "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n"
+        "# Caption\nupbeat pop\n\n"
+        "# Metas\n- bpm: 120\n- timesignature: 4\n- keyscale: C major\n- duration: 6 seconds\n<|endoftext|>\n"
+    )
+
+
+def test_metas_defaults_when_absent():
+    assert prompts.metas_string() == (
+        "- bpm: N/A\n- timesignature: N/A\n- keyscale: N/A\n- duration: 30 seconds\n"
+    )
+    assert prompts.metas_string(timesignature="N/A", duration=12.9) .endswith("- duration: 12 seconds\n")
+
+
+def test_lyric_prompt_and_instruction():
+    assert prompts.lyric_prompt("la la", "en") == "# Languages\nen\n\n# Lyric\nla la<|endoftext|>"
+    assert prompts.format_instruction("Do it") == "Do it:"
+    wrapped = "# Instruction\nX:\n\n# Caption\nreal caption\n\n# Metas\n- bpm: 1\n"
+    assert prompts.extract_caption_from_sft_format(wrapped) == "real caption"
+
+
+@pytest.mark.parametrize(
+    ("frames", "n_tiles"), [(128, 1), (256, 1), (257, 3), (300, 3), (384, 3), (385, 4)], ids=lambda v: str(v)
+)
+def test_tile_plan(frames, n_tiles):
+    tiles = tiling.plan_tiles(frames)
+    assert len(tiles) == n_tiles
+    assert tiles[0].core_start == 0 and tiles[-1].core_end == frames
+    assert all(a.core_end == b.core_start for a, b in zip(tiles, tiles[1:]))
+    assert all(t.win_end - t.win_start <= tiling.CPU_CHUNK_SIZE for t in tiles)
+
+
+def test_tiled_decode_exact_length_and_placement():
+    calls = []
+
+    def fake_decode(window):
+        calls.append(window.shape[-1])
+        return np.repeat(window[:, :2, :], 1920, axis=-1)  # [1, 2, t*1920], sample k carries frame k // 1920
+
+    lat = np.arange(300, dtype=np.float32)[None, None, :].repeat(64, axis=1)
+    out = tiling.tiled_decode(lat, fake_decode)
+    assert out.shape == (1, 2, 300 * 1920)
+    assert len(calls) == 3 and max(calls) <= tiling.CPU_CHUNK_SIZE
+    assert np.array_equal(out[0, 0], np.repeat(np.arange(300, dtype=np.float32), 1920))
+
+
+def test_anti_clip_and_normalization():
+    wav = np.array([[[0.5, -2.0]], [[0.0, 0.0]]], dtype=np.float32)
+    clipped = audio.anti_clip(wav)
+    assert np.allclose(clipped[0], [[0.25, -1.0]]) and np.all(clipped[1] == 0)
+    norm = audio.normalize_peak(clipped)
+    assert np.isclose(np.abs(norm[0]).max(), 10 ** (-1 / 20)) and np.all(norm[1] == 0)
