@@ -41,6 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--checkpoint-dir", default=None,
                     help="checkpoint folder in the upstream layout (default: $ACESTEP_CHECKPOINT_DIR or the "
                          "tiny synthetic checkpoint, generated and cached on first use)")
+    group.addoption("--golden-dir", default=str(paths.GOLDEN_DIR), metavar="DIR",
+                    help="root of the golden store (default: golden/ in the repository)")
     group.addoption("--update-golden", action="store_true",
                     help="re-freeze the golden of the selected cases with the PyTorch reference before comparing")
     group.addoption("--parity-report", default="reports", metavar="DIR",
@@ -71,7 +73,8 @@ class ParitySession:
     def golden(self) -> GoldenStore:
         directory, hashes, cid = self.checkpoint
         explicit = self.config.getoption("--checkpoint-dir")
-        return GoldenStore(paths.GOLDEN_DIR / cid, cid, hashes, directory if explicit else None)
+        root = Path(self.config.getoption("--golden-dir"))
+        return GoldenStore(root / cid, cid, hashes, directory if explicit else None)
 
     def backend(self, name: str, profile: str) -> Backend:
         key = (name, profile)

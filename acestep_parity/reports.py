@@ -139,14 +139,17 @@ def failure_png(tensor: str, ref: np.ndarray, cand: np.ndarray) -> str:
     ref = np.asarray(ref, dtype=np.float64)
     cand = np.asarray(cand, dtype=np.float64)
     if tensor.startswith("audio") and ref.shape == cand.shape:
-        fig, axes = _figure(12.0, 3.0, 3)
+        fig, axes = _figure(16.0, 3.0, 4)
         item_ref, item_cand = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, cand.shape[-1])
         t = np.arange(ref.shape[-1]) / 48000.0
         axes[0][0].plot(t, item_ref[0], linewidth=0.4, label="reference")
         axes[0][0].plot(t, item_cand[0], linewidth=0.4, alpha=0.7, label="candidate")
         axes[0][0].set_title("waveform (first channel)")
         axes[0][0].legend(fontsize=7)
-        for ax, data, title in ((axes[0][1], ref, "reference"), (axes[0][2], cand, "candidate")):
+        axes[0][1].plot(t, np.abs(item_ref - item_cand).max(axis=0), linewidth=0.4, color="tab:red")
+        axes[0][1].set_title("|reference - candidate| (max over channels)")
+        axes[0][1].set_xlabel("seconds")
+        for ax, data, title in ((axes[0][2], ref, "reference"), (axes[0][3], cand, "candidate")):
             ax.imshow(_spectrogram(data), origin="lower", aspect="auto", cmap="magma")
             ax.set_title(f"spectrogram: {title}")
         return _png(fig)
