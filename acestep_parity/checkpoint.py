@@ -101,13 +101,16 @@ def checkpoint_id(root: Path, hashes: dict[str, str] | None = None) -> str:
 
 
 def load_silence_latent(path: Path) -> np.ndarray:
-    """``silence_latent.pt`` as stored: float32 [1, 64, frames]."""
-    import torch
+    """``silence_latent.pt`` as stored: float32 [1, 64, frames] (read without torch, shared with the runtime)."""
+    from acestep_parity.host.torch_file import load_tensor
 
-    tensor = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3 or tensor.shape[0] != 1:
-        raise CheckpointError(f"{path}: expected a [1, C, frames] tensor, got {getattr(tensor, 'shape', tensor)}")
-    return tensor.float().numpy()
+    try:
+        array = load_tensor(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    if array.ndim != 3 or array.shape[0] != 1:
+        raise CheckpointError(f"{path}: expected a [1, C, frames] tensor, got shape {array.shape}")
+    return array.astype(np.float32)
 
 
 def _load_safetensors(path: Path) -> dict:

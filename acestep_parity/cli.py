@@ -8,24 +8,7 @@ import time
 from pathlib import Path
 
 from acestep_parity import paths
-
-
-def _progress_printer():
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=f"{stage:>4}", unit="step" if stage == "dit" else "tile",
-                                     leave=False, file=sys.stderr)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-            del bars[stage]
-
-    return progress
+from acestep_parity.host.progress import stderr_progress
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -57,7 +40,7 @@ def cmd_freeze(args: argparse.Namespace) -> int:
     engine = load_engine(ckpt)
     for case in cases:
         start = time.perf_counter()
-        caps = engine.generate(case.request(), progress=_progress_printer())
+        caps = engine.generate(case.request(), progress=stderr_progress())
         path = store.write(case.id, case.sha256, caps.arrays)
         print(f"froze {case.id} -> {path} ({time.perf_counter() - start:.1f} s)")
     return 0
@@ -71,7 +54,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     case = load_case(Path(args.case))
     ckpt = paths.resolve_checkpoint_dir(args.checkpoint_dir)
     engine = load_engine(ckpt)
-    caps = engine.generate(case.request(), progress=_progress_printer())
+    caps = engine.generate(case.request(), progress=stderr_progress())
     out = Path(args.out)
     for b in range(case.batch_size):
         target = out if case.batch_size == 1 else out.with_name(f"{out.stem}_{b}{out.suffix}")

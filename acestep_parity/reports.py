@@ -99,7 +99,7 @@ def step_curves_png(rows: list[Row], case: str, pair: str, profile: str) -> str 
     for label, points in sorted(series.items()):
         steps = sorted(points)
         ax.semilogy(steps, [points[s] for s in steps], marker="o", label=label)
-    for tensor, gate in gates.items():
+    for _tensor, gate in gates.items():
         ax.axhline(gate, linestyle="--", linewidth=0.8, color="gray")
     ax.set_xlabel("step")
     ax.set_ylabel("max_abs")

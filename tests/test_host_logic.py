@@ -102,7 +102,7 @@ def test_tile_plan(frames, n_tiles):
     tiles = tiling.plan_tiles(frames)
     assert len(tiles) == n_tiles
     assert tiles[0].core_start == 0 and tiles[-1].core_end == frames
-    assert all(a.core_end == b.core_start for a, b in zip(tiles, tiles[1:]))
+    assert all(a.core_end == b.core_start for a, b in zip(tiles, tiles[1:], strict=False))
     assert all(t.win_end - t.win_start <= tiling.CPU_CHUNK_SIZE for t in tiles)
 
 

@@ -1,0 +1,95 @@
+"""The ONNX Runtime engine: five graphs behind the shared host orchestration, noise from the numpy clone.
+
+An ONNX folder is self-contained: the graphs (``text_encoder``, ``lyric_embedding``, ``condition_encoder``,
+``dit_decoder``, ``vae_decoder``), ``manifest.json`` (the I/O contract) and the host assets copied from the
+checkpoint (``tokenizer.json``, ``tokenizer_config.json``, ``silence_latent.pt``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from acestep_parity.host.noise import prepare_noise
+from acestep_parity.host.pipeline import Captures, GenerationRequest, run_text2music
+from acestep_parity.host.torch_file import load_tensor
+from runtimes.py_ort.session_manager import SessionConfig, SessionManager
+from runtimes.py_ort.tokenizer import TextTokenizer
+
+ASSETS = {"tokenizer.json": "Qwen3-Embedding-0.6B/tokenizer.json",
+          "tokenizer_config.json": "Qwen3-Embedding-0.6B/tokenizer_config.json",
+          "silence_latent.pt": "acestep-v15-turbo/silence_latent.pt"}
+
+
+def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> None:
+    """Copy the host assets the runtime needs from an upstream-layout checkpoint into the ONNX folder."""
+    for name, rel in ASSETS.items():
+        source = Path(checkpoint_dir) / rel
+        if not source.is_file():
+            raise FileNotFoundError(f"{source} is missing; cannot prepare {onnx_dir}")
+        shutil.copyfile(source, Path(onnx_dir) / name)
+
+
+class OrtEngine:
+    """Implements :class:`acestep_parity.host.pipeline.Engine` on ONNX Runtime sessions."""
+
+    name = "py_ort"
+
+    def __init__(self, sessions: SessionManager, tokenizer: TextTokenizer, silence_latent: np.ndarray):
+        self.sessions = sessions
+        self.tokenizer = tokenizer
+        self.silence_latent = silence_latent
+        self.pad_id = tokenizer.pad_id
+
+    def tokenize(self, text: str, max_length: int) -> np.ndarray:
+        return self.tokenizer.encode(text, max_length)
+
+    def encode_text(self, input_ids: np.ndarray) -> np.ndarray:
+        return self.sessions.run("text_encoder", {"input_ids": input_ids.astype(np.int64)})[0]
+
+    def embed_lyrics(self, input_ids: np.ndarray) -> np.ndarray:
+        return self.sessions.run("lyric_embedding", {"input_ids": input_ids.astype(np.int64)})[0]
+
+    def encode_condition(self, text_hidden_states, text_attention_mask, lyric_hidden_states, lyric_attention_mask,
+                         timbre_reference, timbre_order):
+        if not np.array_equal(timbre_order, np.arange(len(timbre_order))):
+            raise ValueError("condition_encoder.onnx takes one timbre reference per item in batch order")
+        dtype = self.sessions.input_dtype
+        feeds = {
+            "text_hidden_states": text_hidden_states.astype(np.float32),
+            "text_attention_mask": text_attention_mask.astype(dtype("condition_encoder", "text_attention_mask")),
+            "lyric_hidden_states": lyric_hidden_states.astype(np.float32),
+            "lyric_attention_mask": lyric_attention_mask.astype(dtype("condition_encoder", "lyric_attention_mask")),
+            "timbre_reference": timbre_reference.astype(np.float32),
+        }
+        enc, mask = self.sessions.run("condition_encoder", feeds)
+        return enc, mask.astype(bool)
+
+    def noise(self, seeds: tuple[int, ...], frames: int) -> np.ndarray:
+        return prepare_noise(list(seeds), frames)
+
+    def dit(self, xt, t, encoder_hidden_states, context_latents):
+        feeds = {"hidden_states": xt.astype(np.float32), "timestep": t.astype(np.float32),
+                 "timestep_r": t.astype(np.float32),
+                 "encoder_hidden_states": encoder_hidden_states.astype(np.float32),
+                 "context_latents": context_latents.astype(np.float32)}
+        return self.sessions.run("dit_decoder", feeds)[0]
+
+    def decode_latents(self, latents: np.ndarray) -> np.ndarray:
+        return self.sessions.run("vae_decoder", {"latents": latents.astype(np.float32)})[0]
+
+    def generate(self, request: GenerationRequest, progress=None) -> Captures:
+        return run_text2music(self, request, self.silence_latent, self.pad_id, progress=progress)
+
+
+def load_engine(onnx_dir: Path, config: SessionConfig | None = None) -> OrtEngine:
+    """Open an ONNX folder (graphs + manifest + assets) as an engine."""
+    onnx_dir = Path(onnx_dir)
+    missing = [name for name in ASSETS if not (onnx_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{onnx_dir} lacks {missing}; export with `acestep-export` (it copies them)")
+    sessions = SessionManager.from_dir(onnx_dir, config)
+    tokenizer = TextTokenizer(onnx_dir / "tokenizer.json", onnx_dir / "tokenizer_config.json")
+    return OrtEngine(sessions, tokenizer, load_tensor(onnx_dir / "silence_latent.pt").astype(np.float32))
