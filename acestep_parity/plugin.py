@@ -29,6 +29,9 @@ STAGE_TENSORS = (
 ROWS_PROPERTY = "parity_rows"
 _SESSION_KEY = pytest.StashKey["ParitySession"]()
 _PLOT_KEY = pytest.StashKey[list]()
+# tests/test_benchmarks.py stores {(stage, backend): mean seconds} here; the terminal summary prints ratios.
+BENCHMARK_RESULTS = pytest.StashKey[dict]()
+BENCHMARK_STAGES = ("text_encoder", "condition_encoder", "dit_decoder", "vae_decoder", "end_to_end")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -295,6 +298,18 @@ class ParityReporter:
             prefix.extend(reports.summary_html(self.rows))
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
+        bench = config.stash.get(BENCHMARK_RESULTS, {})
+        if bench:
+            write = terminalreporter.write_line
+            write("torch / py_ort (mean time ratio; > 1 means py_ort is faster):")
+            for stage in BENCHMARK_STAGES:
+                torch_s, ort_s = bench.get((stage, "torch")), bench.get((stage, "py_ort"))
+                if torch_s and ort_s:
+                    write(f"  {stage:18s} torch {torch_s * 1e3:9.2f} ms  py_ort {ort_s * 1e3:9.2f} ms  "
+                          f"ratio {torch_s / ort_s:6.2f}x")
+            for name in ("torch", "py_ort"):
+                if ("peak_rss_mb", name) in bench:
+                    write(f"  peak RSS of a one-case process, {name}: {bench[('peak_rss_mb', name)]:.0f} MiB")
         if self.rows:
             from acestep_parity import reports
 

@@ -1,0 +1,177 @@
+"""The minimal ORT runtime: torch-free, deterministic, clear errors, declared dependency set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+
+from acestep_parity import paths
+from acestep_parity.cases import load_case
+
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = ("torch", "transformers", "diffusers", "safetensors", "onnxscript")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked import of {name} (the runtime must not need it)")
+        return None
+sys.meta_path.insert(0, Block())
+"""
+
+RUN_CASE = BLOCKER + """
+import json, sys
+import numpy as np
+from pathlib import Path
+from acestep_parity.cases import load_case
+from runtimes.py_ort import load_engine
+engine = load_engine(Path(sys.argv[1]))
+caps = engine.generate(load_case(Path(sys.argv[2])).request())
+np.savez(sys.argv[3], **caps.arrays)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "diffusers"))
+print(json.dumps({"heavy_modules": loaded}))
+"""
+
+
+@pytest.fixture(scope="module")
+def ort_backend(parity_session):
+    backend = parity_session.backend("py_ort", "fp32") if "py_ort" in _registry() else None
+    if backend is None:
+        pytest.skip("py_ort backend not registered")
+    availability = backend.availability()
+    if not availability.ok:
+        pytest.skip(availability.reason)
+    return backend
+
+
+def _registry():
+    from acestep_parity.backends import REGISTRY
+
+    return REGISTRY
+
+
+def test_runtime_dependency_set_is_minimal():
+    project = tomllib.loads((paths.REPO_ROOT / "pyproject.toml").read_text())["project"]
+    names = {dep.split("=")[0].split("<")[0].split(">")[0].strip().lower() for dep in project["dependencies"]}
+    assert names == {"numpy", "onnxruntime", "tokenizers", "soundfile"}
+
+
+def test_full_case_with_torch_blocked(ort_backend, tmp_path, record_property):
+    out = tmp_path / "caps.npz"
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_CASE, str(ort_backend.onnx_dir), str(paths.CASES_DIR / "text2music_02.json"),
+         str(out)], cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["heavy_modules"] == []
+    with np.load(out) as data:
+        blocked_run = {k: data[k] for k in data.files}
+    in_process = ort_backend.run_case(load_case(paths.CASES_DIR / "text2music_02.json"))
+    for name in ("noise", "vt", "pred_latents", "audio"):
+        assert np.array_equal(blocked_run[name], in_process[name]), f"{name} differs in the torch-blocked process"
+    record_property("audio_samples", int(blocked_run["audio"].shape[-1]))
+
+
+def test_same_case_twice_is_identical(ort_backend):
+    from runtimes.py_ort import load_engine
+
+    engine = load_engine(ort_backend.onnx_dir)
+    request = load_case(paths.CASES_DIR / "text2music_04.json").request()
+    first, second = engine.generate(request), engine.generate(request)
+    for name, array in first.arrays.items():
+        assert np.array_equal(array, second[name]), f"{name} differs between two identical runs"
+
+
+def test_missing_graph_is_a_clear_error(ort_backend, tmp_path):
+    import shutil
+
+    from runtimes.py_ort import load_engine
+    from runtimes.py_ort.session_manager import GraphContractError
+
+    broken = tmp_path / "onnx"
+    shutil.copytree(ort_backend.onnx_dir, broken)
+    (broken / "dit_decoder.onnx").unlink()
+    with pytest.raises(GraphContractError, match="dit_decoder.onnx"):
+        load_engine(broken)
+
+
+def test_graph_not_matching_contract_is_a_clear_error(ort_backend, tmp_path):
+    import shutil
+
+    from runtimes.py_ort import load_engine
+    from runtimes.py_ort.session_manager import GraphContractError
+
+    broken = tmp_path / "onnx"
+    shutil.copytree(ort_backend.onnx_dir, broken)
+    shutil.copyfile(broken / "lyric_embedding.onnx", broken / "vae_decoder.onnx")  # wrong graph in place
+    with pytest.raises(GraphContractError, match="vae_decoder.onnx"):
+        load_engine(broken)
+
+
+def test_wrong_feed_is_a_clear_error(ort_backend):
+    from runtimes.py_ort import load_engine
+    from runtimes.py_ort.session_manager import GraphContractError
+
+    engine = load_engine(ort_backend.onnx_dir)
+    with pytest.raises(GraphContractError, match="must be float32"):
+        engine.sessions.run("vae_decoder", {"latents": np.zeros((1, 64, 8), dtype=np.float64)})
+    with pytest.raises(GraphContractError, match="expects inputs"):
+        engine.sessions.run("vae_decoder", {"z": np.zeros((1, 64, 8), dtype=np.float32)})
+
+
+def test_cli_generates_audio_and_dump(ort_backend, tmp_path):
+    import soundfile as sf
+
+    out = tmp_path / "song.flac"
+    dump = tmp_path / "caps.npz"
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtimes.py_ort.cli", "generate", "--case", str(paths.CASES_DIR / "text2music_04.json"),
+         "--onnx-dir", str(ort_backend.onnx_dir), "--out", str(out), "--dump", str(dump)],
+        cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data, rate = sf.read(out, always_2d=True)
+    assert rate == 48000 and data.shape == (128 * 1920, 2)
+    assert "dit [" in proc.stderr and "timings:" in proc.stdout
+    with np.load(dump) as caps:
+        assert caps["vt"].shape == (8, 1, 128, 64)
+
+
+def test_cli_rejects_malformed_case(ort_backend, tmp_path):
+    bad = tmp_path / "text2music_99.json"
+    bad.write_text(json.dumps({"id": "text2music_99", "task": "text2music", "caption": "x", "duration": 900,
+                               "seeds": [1]}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtimes.py_ort.cli", "generate", "--case", str(bad), "--onnx-dir",
+         str(ort_backend.onnx_dir), "--out", str(tmp_path / "x.wav")],
+        cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "duration" in proc.stderr and str(bad) in proc.stderr
+
+
+def test_malformed_case_messages(tmp_path):
+    from acestep_parity.cases import CaseError
+
+    def write(obj) -> Path:
+        path = tmp_path / f"{obj.get('id', 'text2music_98')}.json"
+        path.write_text(json.dumps(obj))
+        return path
+
+    base = {"id": "text2music_98", "task": "text2music", "caption": "x", "duration": 5.0, "seeds": [1]}
+    with pytest.raises(CaseError, match="'colour'.*unknown field"):
+        load_case(write({**base, "colour": "red"}))
+    with pytest.raises(CaseError, match="'duration'.*expected"):
+        load_case(write({**base, "duration": "5"}))
+    with pytest.raises(CaseError, match="'duration'.*out of range"):
+        load_case(write({**base, "duration": 0}))
+    with pytest.raises(CaseError, match="'seeds'"):
+        load_case(write({**base, "seeds": [-1]}))
+    with pytest.raises(CaseError, match="'bpm'"):
+        load_case(write({**base, "bpm": True}))
