@@ -51,7 +51,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _enable_hint(checkpoint_dir) -> str:
     return (f"copy upstream ACE-Step 1.5's acestep/models/turbo/{UPSTREAM_MODEL_FILE} and "
             f"acestep/models/common/{UPSTREAM_CONFIG_FILE} (plus whatever they import) into "
-            f"{checkpoint_dir / DIT_DIR}, or point --checkpoint-dir at the real checkpoint, which ships them")
+            f"{checkpoint_dir / DIT_DIR} (their imports need `pip install vector-quantize-pytorch einops`), "
+            "or point --checkpoint-dir at the real checkpoint, which ships them")
 
 
 def _dtype_kwarg(torch) -> dict:
