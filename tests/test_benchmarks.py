@@ -33,7 +33,11 @@ if backend == "torch":
 else:
     from runtimes.py_ort import load_engine
 load_engine(Path(target)).generate(request)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM: this process image's peak RSS. ru_maxrss would include the forking parent's RSS (it survives exec).
+status = Path("/proc/self/status")
+hwm = [line for line in status.read_text().splitlines() if line.startswith("VmHWM")] if status.exists() else []
+peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_rss_mb": peak_kb / 1024}))
 """
 
 
