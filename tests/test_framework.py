@@ -96,3 +96,29 @@ def test_tolerance_file_is_the_only_place_gates_live():
 def test_every_parity_pair_in_use_has_gates(tolerances):
     for tensor in ("vt", "xt", "audio", "encoder_hidden_states", "noise", "pred_latents"):
         assert tolerances.gates("torch~golden", "fp32", tensor)
+
+
+def test_golden_refuses_stale_case_and_checkpoint(parity_session, tmp_path):
+    from acestep_parity.golden import GoldenError, GoldenStore
+
+    store = parity_session.golden
+    if not store.exists():
+        pytest.skip(f"no golden for {store.checkpoint_id}")
+    case = next(c for c in parity_session.cases if c.task == "text2music")
+    with pytest.raises(GoldenError, match="changed since its golden was frozen.*acestep-parity freeze"):
+        store.load(case.id, "0" * 64)
+    other = GoldenStore(store.root, store.checkpoint_id, {**store.checkpoint_hashes, "vae/config.json": "x"})
+    with pytest.raises(GoldenError, match="other checkpoint files.*acestep-parity freeze"):
+        other.load(case.id, case.sha256)
+    empty = GoldenStore(tmp_path / "none", "synth-x", {}, tmp_path / "ckpt")
+    with pytest.raises(GoldenError, match=f"acestep-parity freeze --checkpoint-dir {tmp_path / 'ckpt'}"):
+        empty.manifest()
+
+
+def test_missing_golden_skips_with_freeze_command(tmp_path, parity_session):
+    cmd = [sys.executable, "-m", "pytest", "tests/test_parity.py", "-p", "no:cacheprovider", "-q", "-rs",
+           "--backend", "torch", "--case", "text2music_04", "-k", "test_audio", "--golden-dir", str(tmp_path),
+           "--checkpoint-dir", str(parity_session.checkpoint[0]), "--parity-report", ""]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "1 skipped" in proc.stdout and "acestep-parity freeze" in proc.stdout
