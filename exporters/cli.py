@@ -1,0 +1,68 @@
+"""``acestep-export``: export the text2music ONNX graphs of a checkpoint and write their manifest.
+
+    acestep-export --checkpoint-dir DIR --out DIR [--graphs text_encoder,dit_decoder]
+
+Without ``--checkpoint-dir`` the folder comes from ``$ACESTEP_CHECKPOINT_DIR`` or is the tiny synthetic
+checkpoint (generated on first use), like every other entry point of the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from exporters.specs import EXPORTER, GRAPH_SPECS, parse_graph_list
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acestep-export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint-dir", default=None, help="checkpoint folder in the upstream layout")
+    parser.add_argument("--out", default=None, help="output folder for <graph>.onnx and manifest.json")
+    parser.add_argument("--graphs", default=None,
+                        help=f"comma-separated subset of {','.join(GRAPH_SPECS)} (default: all)")
+    parser.add_argument("--external-data-threshold", type=int, default=None, metavar="BYTES",
+                        help="write a graph with external data above this many weight bytes "
+                             f"(default {EXPORTER.external_data_threshold_bytes}; 0 forces external data)")
+    parser.add_argument("--print-contract", action="store_true",
+                        help="print the I/O contract tables of docs/io_contract.md (from exporters/specs.py) and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.print_contract:
+        from exporters.contract import render_tables
+
+        print(render_tables())
+        return 0
+    if not args.out:
+        print("acestep-export: --out is required", file=sys.stderr)
+        return 2
+    try:
+        graphs = parse_graph_list(args.graphs)
+    except ValueError as exc:
+        print(f"acestep-export: {exc}", file=sys.stderr)
+        return 2
+    from acestep_parity import paths
+    from exporters.export import export_all
+
+    settings = EXPORTER
+    if args.external_data_threshold is not None:
+        settings = replace(EXPORTER, external_data_threshold_bytes=args.external_data_threshold)
+    checkpoint = paths.resolve_checkpoint_dir(args.checkpoint_dir)
+    start = time.perf_counter()
+    manifest = export_all(checkpoint, Path(args.out), graphs, settings=settings,
+                          log=lambda line: print(line, file=sys.stderr))
+    print(f"{manifest['checkpoint_id']}: {len(graphs)} graph(s) in {time.perf_counter() - start:.1f} s "
+          f"-> {Path(args.out) / 'manifest.json'}", file=sys.stderr)
+    for name in graphs:
+        record = manifest["graphs"][name]
+        print(f"{record['sha256']}  {record['file']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

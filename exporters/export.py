@@ -1,0 +1,392 @@
+"""Export every text2music graph from a checkpoint folder, write the manifest, and cache the artifacts.
+
+:func:`export_all` is the one export code path: the ``acestep-export`` CLI, the pytest ``onnx_artifacts``
+fixture (through :func:`ensure_artifacts`) and the ONNX Runtime backend all call it, so the graphs under test
+are the graphs users get. Each graph is traced by ``torch.onnx.export(dynamo=True)`` from the wrapper module
+of its ``exporters.<graph>`` module, with ``dynamic_shapes`` built from its :class:`~exporters.specs.GraphSpec`;
+the exported I/O is then checked against the spec (a disagreement fails the export, not a later test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from acestep_parity import paths
+from exporters.inputs import make_inputs
+from exporters.specs import (
+    AXES,
+    EXPORTER,
+    GRAPH_SPECS,
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA,
+    ORT,
+    ExporterSettings,
+    GraphSpec,
+    config_dims,
+    is_dynamic,
+)
+
+EXPORTERS_DIR = Path(__file__).resolve().parent
+_VERSIONED = ("torch", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "transformers", "diffusers", "numpy")
+# Warnings of a correct export: one shared Dim used by several inputs (intended, equal names = equal sizes),
+# and a pytree deprecation inside torch.export itself.
+_EXPORT_NOISE = (r".*will not be used, since it shares the same shape constraints with another axis.*",
+                 r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+class ExportError(RuntimeError):
+    """An export that failed or produced a graph that disagrees with its spec."""
+
+
+def graph_module(spec: GraphSpec) -> ModuleType:
+    """``exporters.<spec.module>``: provides ``build(models)`` and ``reference(models, inputs)``."""
+    return importlib.import_module(f"exporters.{spec.module}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_fingerprint() -> str:
+    """SHA-256 over the exporter sources: editing a wrapper invalidates cached artifacts."""
+    digest = hashlib.sha256()
+    for path in sorted(EXPORTERS_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of every library that decides the bytes or the numerics of a graph.
+
+    Read from the installed distributions' metadata, so checking a cached manifest imports no torch.
+    """
+    from importlib import metadata
+
+    out = {}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def cache_key(checkpoint_hashes: dict[str, str], settings: ExporterSettings = EXPORTER) -> dict:
+    """What must match for cached artifacts to be reused: checkpoint, exporter settings, sources, versions."""
+    return {"checkpoint_hashes": dict(sorted(checkpoint_hashes.items())), "exporter": settings.to_json(),
+            "exporter_source_sha256": source_fingerprint(), "versions": library_versions()}
+
+
+# ------------------------------------------------------------------------------------------------ tracing
+
+
+@dataclass
+class Traced:
+    """One traced graph before it is written: the ONNXProgram, its example inputs and timings."""
+
+    spec: GraphSpec
+    program: object  # torch.onnx.ONNXProgram
+    args: tuple
+    dims: dict[str, int]
+    seconds: float
+
+
+def dynamic_shapes_for(spec: GraphSpec, static_axes: Collection[str] = ()) -> dict[str, dict]:
+    """``torch.export`` dynamic_shapes: one shared ``Dim`` per axis name, so equal names are equal sizes."""
+    from torch.export import Dim
+
+    dims = {name: Dim(name, min=spec.axis_range(name)[0], max=spec.axis_range(name)[1])
+            for name in AXES if name not in static_axes}
+    return {t.name: {i: dims[e] for i, e in enumerate(t.shape) if isinstance(e, str) and e in dims}
+            for t in spec.inputs}
+
+
+def trace_graph(spec: GraphSpec, models, settings: ExporterSettings = EXPORTER,
+                static_axes: Collection[str] = ()) -> Traced:
+    """Trace ``spec``'s wrapper with the dynamo exporter (eval mode, no grad) and post-process the IR.
+
+    ``static_axes`` deliberately leaves axes out of ``dynamic_shapes`` (they get specialised to the dummy
+    size); only the mis-declared-axis demonstration uses it.
+    """
+    import torch
+
+    dims = config_dims(models.dit_config, models.text_config)
+    wrapper = graph_module(spec).build(models).eval()
+    inputs = make_inputs(spec, spec.export_sizes, dims, seed=settings.dummy_seed,
+                         silence_latent=models.silence_latent)
+    args = tuple(torch.from_numpy(inputs[name]) for name in spec.input_names)
+    start = time.perf_counter()
+    with torch.no_grad(), warnings.catch_warnings():
+        for message in _EXPORT_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        program = torch.onnx.export(
+            wrapper, args, dynamo=True, dynamic_shapes=dynamic_shapes_for(spec, static_axes),
+            input_names=spec.input_names, output_names=spec.output_names, opset_version=settings.opset,
+            optimize=settings.optimize, verbose=False, report=False, verify=False,
+        )
+    _postprocess(program.model, spec, dims, settings, static_axes)
+    return Traced(spec, program, args, dims, time.perf_counter() - start)
+
+
+def _postprocess(model, spec: GraphSpec, dims: dict[str, int], settings: ExporterSettings,
+                 static_axes: Collection[str]) -> None:
+    """Strip location-dependent metadata, name output axes after the contract, check the I/O against it."""
+    import onnx_ir as ir
+
+    for key in settings.stripped_graph_metadata:
+        model.graph.metadata_props.pop(key, None)
+    for node in model.graph.all_nodes():
+        for key in settings.stripped_node_metadata:
+            node.metadata_props.pop(key, None)
+    # torch.export names derived output axes after its own symbols (``1920*s35``, unbacked ``u1`` ...); the
+    # contract names them. The shape-grid tests prove the named expressions hold for real shapes.
+    for value, tensor in zip(model.graph.outputs, spec.outputs, strict=True):
+        if static_axes:
+            break
+        value.shape = ir.Shape([ir.SymbolicDim(e) if is_dynamic(e) else int(e)
+                                for e in tensor.resolved_shape(dims)])
+    problems = compare_io(spec, dims, graph_io_from_ir(model), static_axes=static_axes)
+    if problems:
+        raise ExportError(f"{spec.name}: exported graph disagrees with its spec: " + "; ".join(problems))
+
+
+def graph_io_from_ir(model) -> dict:
+    """The I/O of an onnx_ir model as ``{"inputs"/"outputs": [{name, dtype, shape}]}``."""
+
+    def one(value) -> dict:
+        dtype = np.dtype(value.dtype.numpy()).name if value.dtype is not None else None
+        shape = [d if isinstance(d, int) else d.value for d in value.shape] if value.shape is not None else None
+        return {"name": value.name, "dtype": dtype, "shape": shape}
+
+    return {"inputs": [one(v) for v in model.graph.inputs], "outputs": [one(v) for v in model.graph.outputs]}
+
+
+def graph_io_from_proto(model) -> dict:
+    """The I/O of an ``onnx.ModelProto`` in the same form (what the tests read from the saved file)."""
+    import onnx
+
+    def one(value) -> dict:
+        ttype = value.type.tensor_type
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type)).name
+        shape = [d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None)
+                 for d in ttype.shape.dim]
+        return {"name": value.name, "dtype": dtype, "shape": shape}
+
+    return {"inputs": [one(v) for v in model.graph.input], "outputs": [one(v) for v in model.graph.output]}
+
+
+def compare_io(spec: GraphSpec, dims: dict[str, int], io: dict, static_axes: Collection[str] = ()) -> list[str]:
+    """Differences between a graph's I/O and its spec (names, order, dtypes, symbolic/static dims)."""
+    problems: list[str] = []
+    expected = spec.io_json(dims)
+    for side in ("inputs", "outputs"):
+        want, got = expected[side], io[side]
+        if [t["name"] for t in want] != [t["name"] for t in got]:
+            problems.append(f"{side} {[t['name'] for t in got]} != spec {[t['name'] for t in want]}")
+            continue
+        for w, g in zip(want, got, strict=True):
+            if w["dtype"] != g["dtype"]:
+                problems.append(f"{w['name']}: dtype {g['dtype']} != spec {w['dtype']}")
+            wshape = [spec.export_sizes[e] if e in static_axes else e for e in w["shape"]]
+            if side == "outputs" and static_axes:
+                continue  # a deliberately broken export keeps torch's own output axes
+            if wshape != g["shape"]:
+                problems.append(f"{w['name']}: shape {g['shape']} != spec {wshape}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------- saving
+
+
+def initializer_bytes(model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def save_graph(traced: Traced, out_dir: Path, settings: ExporterSettings = EXPORTER) -> dict:
+    """Write one graph (external data above the threshold) and return its manifest record."""
+    import onnx_ir as ir
+
+    spec = traced.spec
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / spec.filename
+    data_name = f"{spec.filename}.data"
+    for stale in (path, out_dir / data_name):
+        stale.unlink(missing_ok=True)
+    model = traced.program.model
+    weights = initializer_bytes(model)
+    external = weights > settings.external_data_threshold_bytes
+    start = time.perf_counter()
+    if external:
+        ir.save(model, path, external_data=data_name, size_threshold_bytes=settings.external_tensor_min_bytes)
+    else:
+        ir.save(model, path)
+    save_seconds = time.perf_counter() - start
+    files = [{"file": spec.filename, "sha256": sha256_file(path), "bytes": path.stat().st_size}]
+    if external:
+        data = out_dir / data_name
+        files.append({"file": data_name, "sha256": sha256_file(data), "bytes": data.stat().st_size})
+    opsets = {domain or "ai.onnx": version for domain, version in model.opset_imports.items()}
+    return {
+        "file": spec.filename,
+        "sha256": files[0]["sha256"],
+        "files": files,
+        "external_data": external,
+        "initializer_bytes": weights,
+        "opset": opsets.get("ai.onnx"),
+        "opset_imports": opsets,
+        "ir_version": model.ir_version,
+        **spec.io_json(traced.dims),
+        "exporter_path": "dynamo",
+        "workarounds": list(spec.workarounds),
+        "reference": spec.reference,
+        "export_seconds": round(traced.seconds, 2),
+        "save_seconds": round(save_seconds, 2),
+    }
+
+
+def export_graph(spec: GraphSpec, models, out_dir: Path, settings: ExporterSettings = EXPORTER) -> dict:
+    """Trace and write one graph; its manifest record."""
+    try:
+        traced = trace_graph(spec, models, settings)
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporter raises many types; name the graph
+        raise ExportError(f"{spec.name}: torch.onnx.export(dynamo=True) failed: {exc}") from exc
+    return save_graph(traced, Path(out_dir), settings)
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+
+
+def read_manifest(out_dir: Path) -> dict | None:
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> Path:
+    path = Path(out_dir) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None = None, *,
+               settings: ExporterSettings = EXPORTER, models=None, checkpoint_hashes: dict[str, str] | None = None,
+               log=None) -> dict:
+    """Export ``graphs`` (default: all) of the checkpoint into ``out_dir``; write and return the manifest.
+
+    Records of graphs not re-exported are kept from an existing manifest in ``out_dir`` when it was written
+    for the same checkpoint, settings, sources and library versions (so ``--graphs`` can refresh a subset).
+    """
+    from acestep_parity.checkpoint import checkpoint_id, file_hashes, load_reference_models
+
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    names = list(graphs) if graphs is not None else list(GRAPH_SPECS)
+    unknown = [n for n in names if n not in GRAPH_SPECS]
+    if unknown:
+        raise ValueError(f"unknown graph(s) {unknown}; choose from {list(GRAPH_SPECS)}")
+    hashes = checkpoint_hashes if checkpoint_hashes is not None else file_hashes(checkpoint_dir)
+    key = cache_key(hashes, settings)
+    models = models if models is not None else load_reference_models(checkpoint_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_manifest(out_dir)
+    records = dict(previous["graphs"]) if previous and previous.get("key") == key else {}
+    total = time.perf_counter()
+    for name in names:
+        if log:
+            log(f"exporting {name} ...")
+        records[name] = export_graph(GRAPH_SPECS[name], models, out_dir, settings)
+        if log:
+            rec = records[name]
+            log(f"  {rec['file']}: {sum(f['bytes'] for f in rec['files']) / 1e6:.1f} MB, "
+                f"{rec['export_seconds']:.1f} s trace + {rec['save_seconds']:.1f} s save, sha256 {rec['sha256'][:16]}")
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "checkpoint_id": checkpoint_id(checkpoint_dir, hashes),
+        "key": key,
+        "exporter_settings": settings.to_json(),
+        "ort_session": ORT.to_json(),
+        "versions": key["versions"],
+        "config_dims": config_dims(models.dit_config, models.text_config),
+        "reproducible": ("exporting twice gives byte-identical graphs (SHA-256) for the same checkpoint, "
+                         "settings, sources and versions; tests/test_export.py::test_export_reproducible checks it"),
+        "graphs": {n: records[n] for n in GRAPH_SPECS if n in records},
+        "export_seconds_total": round(time.perf_counter() - total, 2),
+    }
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def manifest_matches(out_dir: Path, checkpoint_hashes: dict[str, str], graphs: Iterable[str] | None = None,
+                     settings: ExporterSettings = EXPORTER, verify_hashes: bool = False) -> bool:
+    """Whether ``out_dir`` holds a complete export for this checkpoint and exporter (files present, sizes equal;
+    with ``verify_hashes`` also the SHA-256 of every file)."""
+    manifest = read_manifest(out_dir)
+    if manifest is None or manifest.get("schema") != MANIFEST_SCHEMA:
+        return False
+    if manifest.get("key") != cache_key(checkpoint_hashes, settings):
+        return False
+    for name in graphs if graphs is not None else GRAPH_SPECS:
+        record = manifest["graphs"].get(name)
+        if record is None:
+            return False
+        for entry in record["files"]:
+            path = Path(out_dir) / entry["file"]
+            if not path.is_file() or path.stat().st_size != entry["bytes"]:
+                return False
+            if verify_hashes and sha256_file(path) != entry["sha256"]:
+                return False
+    return True
+
+
+def artifacts_dir(checkpoint_id: str, profile: str = "fp32") -> Path:
+    return paths.cache_dir() / "artifacts" / checkpoint_id / profile
+
+
+def ensure_artifacts(checkpoint_dir: Path, checkpoint_id: str, checkpoint_hashes: dict[str, str]) -> Path:
+    """The fp32 graphs of a checkpoint under ``cache_dir()/artifacts/<id>/fp32``, exported once.
+
+    Safe under pytest-xdist and concurrent backends: the export runs under a file lock into a temporary sibling
+    folder that replaces the target atomically; a manifest that matches (checkpoint hashes, exporter settings,
+    exporter sources, library versions, files present) is reused without loading torch models.
+    """
+    target = artifacts_dir(checkpoint_id)
+    if manifest_matches(target, checkpoint_hashes):
+        return target
+    base = target.parent
+    base.mkdir(parents=True, exist_ok=True)
+    with paths.file_lock(base / ".fp32.lock"):
+        if manifest_matches(target, checkpoint_hashes):
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".fp32-", dir=base))
+        try:
+            manifest = export_all(checkpoint_dir, tmp, checkpoint_hashes=checkpoint_hashes)
+            if manifest["checkpoint_id"] != checkpoint_id:
+                raise ExportError(f"{checkpoint_dir} is {manifest['checkpoint_id']}, not {checkpoint_id}")
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target

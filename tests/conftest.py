@@ -1,0 +1,50 @@
+"""Session fixtures of the ONNX export tests: the exported fp32 artifacts (exported once per checkpoint and
+shared by pytest-xdist workers through ``exporters.export.ensure_artifacts``), their manifest, the reference
+modules and pinned ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def onnx_artifacts(parity_session) -> Path:
+    """``cache_dir()/artifacts/<checkpoint-id>/fp32``: every graph plus ``manifest.json``, exported on first use
+    (under a file lock) and reused while the manifest matches the checkpoint hashes and exporter settings."""
+    pytest.importorskip("torch", reason="exporting needs the reference extras: pip install -e '.[reference]'")
+    from exporters.export import ensure_artifacts
+
+    directory, hashes, checkpoint_id = parity_session.checkpoint
+    return ensure_artifacts(directory, checkpoint_id, hashes)
+
+
+@pytest.fixture(scope="session")
+def onnx_manifest(onnx_artifacts: Path) -> dict:
+    return json.loads((onnx_artifacts / "manifest.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def reference_models(checkpoint_dir: Path):
+    """The PyTorch reference modules of the checkpoint (one load per worker)."""
+    pytest.importorskip("torch", reason="the reference needs the reference extras: pip install -e '.[reference]'")
+    from acestep_parity.checkpoint import load_reference_models
+
+    return load_reference_models(checkpoint_dir)
+
+
+@pytest.fixture(scope="session")
+def onnx_session(onnx_artifacts: Path):
+    """``onnx_session(graph)``: a cached ORT session of an artifact with the pinned options."""
+    from exporters.validate import open_session
+
+    cache: dict[str, object] = {}
+
+    def get(graph: str):
+        if graph not in cache:
+            cache[graph] = open_session(onnx_artifacts / f"{graph}.onnx")
+        return cache[graph]
+
+    return get
