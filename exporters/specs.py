@@ -191,6 +191,7 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     export_sizes: dict[str, int]  # the dummy shapes the graph is traced with (the test grid avoids them)
     reference: str  # the PyTorch call the graph is validated against
+    modules: tuple[str, ...]  # the ReferenceModels fields the wrapper reads (export frees the others early)
     workarounds: tuple[str, ...] = field(default_factory=tuple)
     axis_limits: dict[str, tuple[int, int]] = field(default_factory=dict)  # per-graph (min, max) over AXES
 
@@ -249,6 +250,7 @@ TEXT_ENCODER = GraphSpec(
                         "final-norm hidden states (causal attention, so right padding never reaches valid tokens)"),),
     export_sizes={"B": 2, "T_text": 23},
     reference="Qwen3Model(input_ids=ids).last_hidden_state (sdpa, no attention_mask: upstream passes none)",
+    modules=("text_encoder",),
     workarounds=(),
 )
 
@@ -261,6 +263,7 @@ LYRIC_EMBEDDING = GraphSpec(
     outputs=(TensorSpec("lyric_hidden_states", "float32", ("B", "T_lyric", "D_text"), "embed_tokens rows"),),
     export_sizes={"B": 2, "T_lyric": 37},
     reference="Qwen3Model.embed_tokens(ids)",
+    modules=("text_encoder",),
 )
 
 CONDITION_ENCODER = GraphSpec(
@@ -287,6 +290,7 @@ CONDITION_ENCODER = GraphSpec(
     export_sizes={"B": 2, "T_text": 23, "T_lyric": 37},
     reference=("AceStepConditionEncoder(text, text_mask.long(), lyric, lyric_mask.long(), timbre_reference, "
                "refer_audio_order_mask=arange(B))"),
+    modules=("condition_encoder",),
     workarounds=(
         "timbre unpacking (bincount + .item() + one-hot) replaced by 'one reference per item': the pooled "
         "timbre row b is item b's single timbre token, mask 1 (exact for the text2music order mask arange(B))",
@@ -312,6 +316,7 @@ DIT_DECODER = GraphSpec(
     outputs=(TensorSpec("vt", "float32", ("B", "T", 64), "predicted flow velocity"),),
     export_sizes={"B": 2, "T": 46, "T_enc": 21},
     reference="AceStepTransformer1DModel(xt, t, r, enc, ctx, return_dict=False)[0] (native SDPA backend)",
+    modules=("transformer",),
     workarounds=(
         "odd T: diffusers pads with a Python `if T % 2` (traced as a guard on T); the wrapper zero-pads "
         "hidden_states and context_latents by 2*ceil(T/2)-T frames first (shape arithmetic, no branch) and "
@@ -327,6 +332,7 @@ VAE_DECODER = GraphSpec(
     outputs=(TensorSpec("audio", "float32", ("B", 2, "1920*T"), "stereo 48 kHz waveform, not clipped"),),
     export_sizes={"B": 2, "T": 12},
     reference="AutoencoderOobleck.decode(latents).sample (weight_norm hooks active)",
+    modules=("vae",),
     workarounds=(
         "weight_norm folded with torch.nn.utils.remove_weight_norm on a copy before export (w = g*v/||v||; "
         "for ConvTranspose1d the norm is per input channel, dim 0 of [Cin, Cout, k], which remove_weight_norm "
