@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--external-data-threshold", type=int, default=None, metavar="BYTES",
                         help="write a graph with external data above this many weight bytes "
                              f"(default {EXPORTER.external_data_threshold_bytes}; 0 forces external data)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="export in this many processes (each loads the checkpoint; for small checkpoints)")
     parser.add_argument("--print-contract", action="store_true",
                         help="print the I/O contract tables of docs/io_contract.md (from exporters/specs.py) and exit")
     return parser
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(EXPORTER, external_data_threshold_bytes=args.external_data_threshold)
     checkpoint = paths.resolve_checkpoint_dir(args.checkpoint_dir)
     start = time.perf_counter()
-    manifest = export_all(checkpoint, Path(args.out), graphs, settings=settings,
+    manifest = export_all(checkpoint, Path(args.out), graphs, settings=settings, jobs=args.jobs,
                           log=lambda line: print(line, file=sys.stderr))
     print(f"{manifest['checkpoint_id']}: {len(graphs)} graph(s) in {time.perf_counter() - start:.1f} s "
           f"-> {Path(args.out) / 'manifest.json'}", file=sys.stderr)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -302,13 +302,16 @@ def write_manifest(out_dir: Path, manifest: dict) -> Path:
 
 def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None = None, *,
                settings: ExporterSettings = EXPORTER, models=None, checkpoint_hashes: dict[str, str] | None = None,
-               log=None) -> dict:
+               jobs: int = 1, log: Callable[[str], None] | None = None) -> dict:
     """Export ``graphs`` (default: all) of the checkpoint into ``out_dir``; write and return the manifest.
 
-    Records of graphs not re-exported are kept from an existing manifest in ``out_dir`` when it was written
-    for the same checkpoint, settings, sources and library versions (so ``--graphs`` can refresh a subset).
+    ``jobs > 1`` traces the graphs in that many spawned processes (each loads the checkpoint itself, so only
+    for small checkpoints: tracing is single-threaded Python work, and the tiny graphs export about twice as
+    fast on two cores). The bytes do not depend on ``jobs``. Records of graphs not re-exported are kept from an
+    existing manifest in ``out_dir`` when it was written for the same checkpoint, settings, sources and library
+    versions (so ``--graphs`` can refresh a subset).
     """
-    from acestep_parity.checkpoint import checkpoint_id, file_hashes, load_reference_models
+    from acestep_parity.checkpoint import DIT_DIR, TEXT_DIR, checkpoint_id, file_hashes, read_json
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     names = list(graphs) if graphs is not None else list(GRAPH_SPECS)
@@ -317,25 +320,28 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         raise ValueError(f"unknown graph(s) {unknown}; choose from {list(GRAPH_SPECS)}")
     hashes = checkpoint_hashes if checkpoint_hashes is not None else file_hashes(checkpoint_dir)
     key = cache_key(hashes, settings)
-    owned = models is None
-    models = models if models is not None else load_reference_models(checkpoint_dir)
-    dims = config_dims(models.dit_config, models.text_config)
+    dims = config_dims(read_json(checkpoint_dir / DIT_DIR / "config.json"),
+                       read_json(checkpoint_dir / TEXT_DIR / "config.json"))
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = read_manifest(out_dir)
     records = dict(previous["graphs"]) if previous and previous.get("key") == key else {}
     total = time.perf_counter()
-    if owned:
-        _release(models, names, done=())
-    for i, name in enumerate(names):
+    groups = balance(names, jobs) if models is None else [names]
+    if len(groups) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         if log:
-            log(f"exporting {name} ...")
-        records[name] = export_graph(GRAPH_SPECS[name], models, out_dir, settings)
-        if owned:
-            _release(models, names, done=names[: i + 1])
-        if log:
-            rec = records[name]
-            log(f"  {rec['file']}: {sum(f['bytes'] for f in rec['files']) / 1e6:.1f} MB, "
-                f"{rec['export_seconds']:.1f} s trace + {rec['save_seconds']:.1f} s save, sha256 {rec['sha256'][:16]}")
+            log(f"exporting {' | '.join(','.join(g) for g in groups)} in {len(groups)} processes ...")
+        with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_export_group, checkpoint_dir, out_dir, group, settings) for group in groups]
+            for future in futures:
+                for name, record in future.result().items():
+                    records[name] = record
+                    if log:
+                        log(_describe(record))
+    else:
+        records.update(_export_group(checkpoint_dir, out_dir, names, settings, models, log))
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "checkpoint_id": checkpoint_id(checkpoint_dir, hashes),
@@ -353,12 +359,52 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
     return manifest
 
 
+def balance(names: list[str], jobs: int) -> list[list[str]]:
+    """Split graphs into at most ``jobs`` groups of about equal tracing cost (greedy, pipeline order kept)."""
+    jobs = max(1, min(jobs, len(names)))
+    groups: list[list[str]] = [[] for _ in range(jobs)]
+    load = [0.0] * jobs
+    for name in sorted(names, key=lambda n: -GRAPH_SPECS[n].trace_cost):
+        i = load.index(min(load))
+        groups[i].append(name)
+        load[i] += GRAPH_SPECS[name].trace_cost
+    order = {n: i for i, n in enumerate(GRAPH_SPECS)}
+    return [sorted(g, key=order.__getitem__) for g in groups if g]
+
+
+def _describe(record: dict) -> str:
+    return (f"  {record['file']}: {sum(f['bytes'] for f in record['files']) / 1e6:.1f} MB, "
+            f"{record['export_seconds']:.1f} s trace + {record['save_seconds']:.1f} s save, "
+            f"sha256 {record['sha256'][:16]}")
+
+
+def _export_group(checkpoint_dir: Path, out_dir: Path, names: list[str], settings: ExporterSettings,
+                  models=None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Export ``names`` in this process (also the body of a spawned worker); their manifest records."""
+    from acestep_parity.checkpoint import load_reference_models
+
+    owned = models is None
+    if owned:
+        models = load_reference_models(checkpoint_dir)
+        _release(models, names, done=())
+    records = {}
+    for i, name in enumerate(names):
+        if log:
+            log(f"exporting {name} ...")
+        records[name] = export_graph(GRAPH_SPECS[name], models, out_dir, settings)
+        if owned:
+            _release(models, names, done=names[: i + 1])
+        if log:
+            log(_describe(records[name]))
+    return records
+
+
 _MODULE_FIELDS = ("text_encoder", "condition_encoder", "audio_tokenizer", "audio_detokenizer", "transformer", "vae")
 
 
 def _release(models, names: list[str], done: Iterable[str]) -> None:
-    """Drop the modules no remaining graph reads (export_all's own models only): the full-size DiT export
-    peaks at weights + a folded copy of them, so the 2.4 GB encoders must not still be resident then."""
+    """Drop the modules no remaining graph reads (export_all's own models only), so that a full-size export
+    holds one model's weights plus its trace (<= 12 GB measured) instead of all 12.5 GB of modules."""
     import gc
 
     needed = {m for n in names if n not in set(done) for m in GRAPH_SPECS[n].modules}
@@ -393,6 +439,20 @@ def manifest_matches(out_dir: Path, checkpoint_hashes: dict[str, str], graphs: I
     return True
 
 
+SMALL_CHECKPOINT_BYTES = 1 << 30
+
+
+def default_jobs(checkpoint_dir: Path) -> int:
+    """2 export processes for a small checkpoint on a multi-core machine, else 1 (each process loads the
+    whole checkpoint, so a full-size one must not be loaded twice)."""
+    import os
+
+    from acestep_parity.checkpoint import REQUIRED_FILES
+
+    size = sum((Path(checkpoint_dir) / rel).stat().st_size for rel in REQUIRED_FILES)
+    return 2 if size < SMALL_CHECKPOINT_BYTES and (os.cpu_count() or 1) >= 2 else 1
+
+
 def artifacts_dir(checkpoint_id: str, profile: str = "fp32") -> Path:
     return paths.cache_dir() / "artifacts" / checkpoint_id / profile
 
@@ -414,7 +474,8 @@ def ensure_artifacts(checkpoint_dir: Path, checkpoint_id: str, checkpoint_hashes
             return target
         tmp = Path(tempfile.mkdtemp(prefix=".fp32-", dir=base))
         try:
-            manifest = export_all(checkpoint_dir, tmp, checkpoint_hashes=checkpoint_hashes)
+            manifest = export_all(checkpoint_dir, tmp, checkpoint_hashes=checkpoint_hashes,
+                                  jobs=default_jobs(checkpoint_dir))
             if manifest["checkpoint_id"] != checkpoint_id:
                 raise ExportError(f"{checkpoint_dir} is {manifest['checkpoint_id']}, not {checkpoint_id}")
             if target.exists():

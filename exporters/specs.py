@@ -194,6 +194,7 @@ class GraphSpec:
     modules: tuple[str, ...]  # the ReferenceModels fields the wrapper reads (export frees the others early)
     workarounds: tuple[str, ...] = field(default_factory=tuple)
     axis_limits: dict[str, tuple[int, int]] = field(default_factory=dict)  # per-graph (min, max) over AXES
+    trace_cost: float = 1.0  # relative tracing time, to balance parallel exports (measured on the tiny preset)
 
     def axis_range(self, name: str) -> tuple[int, int]:
         """The ``torch.export.Dim`` range of a dynamic axis in this graph."""
@@ -251,6 +252,7 @@ TEXT_ENCODER = GraphSpec(
     export_sizes={"B": 2, "T_text": 23},
     reference="Qwen3Model(input_ids=ids).last_hidden_state (sdpa, no attention_mask: upstream passes none)",
     modules=("text_encoder",),
+    trace_cost=6.0,
     workarounds=(),
 )
 
@@ -264,6 +266,7 @@ LYRIC_EMBEDDING = GraphSpec(
     export_sizes={"B": 2, "T_lyric": 37},
     reference="Qwen3Model.embed_tokens(ids)",
     modules=("text_encoder",),
+    trace_cost=1.0,
 )
 
 CONDITION_ENCODER = GraphSpec(
@@ -291,6 +294,7 @@ CONDITION_ENCODER = GraphSpec(
     reference=("AceStepConditionEncoder(text, text_mask.long(), lyric, lyric_mask.long(), timbre_reference, "
                "refer_audio_order_mask=arange(B))"),
     modules=("condition_encoder",),
+    trace_cost=8.0,
     workarounds=(
         "timbre unpacking (bincount + .item() + one-hot) replaced by 'one reference per item': the pooled "
         "timbre row b is item b's single timbre token, mask 1 (exact for the text2music order mask arange(B))",
@@ -317,6 +321,7 @@ DIT_DECODER = GraphSpec(
     export_sizes={"B": 2, "T": 46, "T_enc": 21},
     reference="AceStepTransformer1DModel(xt, t, r, enc, ctx, return_dict=False)[0] (native SDPA backend)",
     modules=("transformer",),
+    trace_cost=15.0,
     workarounds=(
         "odd T: diffusers pads with a Python `if T % 2` (traced as a guard on T); the wrapper zero-pads "
         "hidden_states and context_latents by 2*ceil(T/2)-T frames first (shape arithmetic, no branch) and "
@@ -333,6 +338,7 @@ VAE_DECODER = GraphSpec(
     export_sizes={"B": 2, "T": 12},
     reference="AutoencoderOobleck.decode(latents).sample (weight_norm hooks active)",
     modules=("vae",),
+    trace_cost=9.0,
     workarounds=(
         "weight_norm folded with torch.nn.utils.remove_weight_norm on a copy before export (w = g*v/||v||; "
         "for ConvTranspose1d the norm is per input channel, dim 0 of [Cin, Cout, k], which remove_weight_norm "
