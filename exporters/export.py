@@ -312,6 +312,7 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
     versions (so ``--graphs`` can refresh a subset).
     """
     from acestep_parity.checkpoint import DIT_DIR, TEXT_DIR, checkpoint_id, file_hashes, read_json
+    from acestep_parity.runtime_assets import copy_runtime_assets
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     names = list(graphs) if graphs is not None else list(GRAPH_SPECS)
@@ -356,6 +357,7 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         "export_seconds_total": round(time.perf_counter() - total, 2),
     }
     write_manifest(out_dir, manifest)
+    copy_runtime_assets(checkpoint_dir, out_dir)  # tokenizer + silence latent: the folder is self-contained
     return manifest
 
 

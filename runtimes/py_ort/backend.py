@@ -34,12 +34,12 @@ class PyOrtBackend(Backend):
         """The fp32 artifacts for this checkpoint, exported once and cached (shared by xdist workers)."""
         if not hasattr(self, "_onnx_dir"):
             from acestep_parity.checkpoint import file_hashes
+            from acestep_parity.runtime_assets import copy_runtime_assets, missing_assets
             from exporters.export import ensure_artifacts
-            from runtimes.py_ort.pipeline import ASSETS, copy_runtime_assets
 
             directory = ensure_artifacts(self.ctx.checkpoint_dir, self.ctx.checkpoint_id,
                                          file_hashes(self.ctx.checkpoint_dir))
-            if any(not (directory / name).is_file() for name in ASSETS):
+            if missing_assets(directory):
                 copy_runtime_assets(self.ctx.checkpoint_dir, directory)
             self._onnx_dir = Path(directory)
         return self._onnx_dir

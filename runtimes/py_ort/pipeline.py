@@ -7,7 +7,6 @@ checkpoint (``tokenizer.json``, ``tokenizer_config.json``, ``silence_latent.pt``
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,9 @@ import numpy as np
 from acestep_parity.host.noise import prepare_noise
 from acestep_parity.host.pipeline import Captures, GenerationRequest, run_text2music
 from acestep_parity.host.torch_file import load_tensor
+from acestep_parity.runtime_assets import missing_assets
 from runtimes.py_ort.session_manager import SessionConfig, SessionManager
 from runtimes.py_ort.tokenizer import TextTokenizer
-
-ASSETS = {"tokenizer.json": "Qwen3-Embedding-0.6B/tokenizer.json",
-          "tokenizer_config.json": "Qwen3-Embedding-0.6B/tokenizer_config.json",
-          "silence_latent.pt": "acestep-v15-turbo/silence_latent.pt"}
-
-
-def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> None:
-    """Copy the host assets the runtime needs from an upstream-layout checkpoint into the ONNX folder."""
-    for name, rel in ASSETS.items():
-        source = Path(checkpoint_dir) / rel
-        if not source.is_file():
-            raise FileNotFoundError(f"{source} is missing; cannot prepare {onnx_dir}")
-        shutil.copyfile(source, Path(onnx_dir) / name)
 
 
 class OrtEngine:
@@ -87,7 +74,7 @@ class OrtEngine:
 def load_engine(onnx_dir: Path, config: SessionConfig | None = None) -> OrtEngine:
     """Open an ONNX folder (graphs + manifest + assets) as an engine."""
     onnx_dir = Path(onnx_dir)
-    missing = [name for name in ASSETS if not (onnx_dir / name).is_file()]
+    missing = missing_assets(onnx_dir)
     if missing:
         raise FileNotFoundError(f"{onnx_dir} lacks {missing}; export with `acestep-export` (it copies them)")
     sessions = SessionManager.from_dir(onnx_dir, config)
