@@ -103,7 +103,7 @@ def probe_intermediates(spec: GraphSpec, models, onnx_path: Path, inputs: Mappin
         ir.save(model, path, external_data="probe.onnx.data")
         session = open_session(path, settings)
         feeds = {n: np.ascontiguousarray(inputs[n]) for n in spec.input_names}
-        wanted = [o.name for o in session.get_outputs() if o.name in torch_values]
+        wanted = [o.name for o in session.get_outputs() if o.name in torch_values or o.name in spec.output_names]
         onnx_values = dict(zip(wanted, session.run(wanted, feeds), strict=True))
         del session
     probes = []
@@ -119,6 +119,13 @@ def probe_intermediates(spec: GraphSpec, models, onnx_path: Path, inputs: Mappin
             continue
         max_abs, max_rel, scale = _compare(expected, actual)
         probes.append(Probe(index, name, _scope(node), target, max_abs, max_rel, scale))
+    for name in spec.output_names:  # the graph outputs carry contract names, not FX node names
+        expected, actual = traced_outputs[name], onnx_values[name]
+        if expected.shape != actual.shape:
+            probes.append(Probe(len(torch_values), name, "<output>", "output", float("inf"), float("inf"), 0.0,
+                                f"shape {actual.shape} != {expected.shape}"))
+            continue
+        probes.append(Probe(len(torch_values), name, "<output>", "output", *_compare(expected, actual)))
     return probes, traced_outputs
 
 
@@ -139,8 +146,9 @@ def first_divergence(spec: GraphSpec, models, onnx_path: Path, inputs: Mapping[s
     if diverging:
         lines.append(f"  FIRST: {diverging[0].line()}")
     else:
-        lines.append("  no intermediate exceeds the threshold: the ONNX graph follows the traced program; "
-                     "the difference is between the traced wrapper and the reference module (see below)")
+        lines.append("  no intermediate exceeds the max_abs threshold: the ONNX graph follows the traced program "
+                     "(a non-max_abs gate failed, or the traced wrapper differs from the reference module: "
+                     "see below)")
     lines.append(f"  top {top} by max_abs:")
     for probe in sorted(probes, key=lambda p: -p.max_abs)[:top]:
         lines.append(f"    {probe.line()}")

@@ -253,6 +253,7 @@ def save_graph(traced: Traced, out_dir: Path, settings: ExporterSettings = EXPOR
         files.append({"file": data_name, "sha256": sha256_file(data), "bytes": data.stat().st_size})
     opsets = {domain or "ai.onnx": version for domain, version in model.opset_imports.items()}
     return {
+        "name": spec.name,
         "file": spec.filename,
         "sha256": files[0]["sha256"],
         "files": files,
@@ -327,20 +328,14 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
     previous = read_manifest(out_dir)
     records = dict(previous["graphs"]) if previous and previous.get("key") == key else {}
     total = time.perf_counter()
-    groups = balance(names, jobs) if models is None else [names]
+    groups = balance(names, jobs) if models is None and _cli_expressible(settings) else [names]
     if len(groups) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         if log:
             log(f"exporting {' | '.join(','.join(g) for g in groups)} in {len(groups)} processes ...")
-        with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_export_group, checkpoint_dir, out_dir, group, settings) for group in groups]
-            for future in futures:
-                for name, record in future.result().items():
-                    records[name] = record
-                    if log:
-                        log(_describe(record))
+        for record in _export_in_subprocesses(checkpoint_dir, out_dir, groups, settings).values():
+            records[record["name"]] = record
+            if log:
+                log(_describe(record))
     else:
         records.update(_export_group(checkpoint_dir, out_dir, names, settings, models, log))
     manifest = {
@@ -372,6 +367,51 @@ def balance(names: list[str], jobs: int) -> list[list[str]]:
         load[i] += GRAPH_SPECS[name].trace_cost
     order = {n: i for i, n in enumerate(GRAPH_SPECS)}
     return [sorted(g, key=order.__getitem__) for g in groups if g]
+
+
+def _cli_expressible(settings: ExporterSettings) -> bool:
+    """Whether ``acestep-export`` options can reproduce ``settings`` in a child process."""
+    from dataclasses import replace
+
+    return replace(EXPORTER, external_data_threshold_bytes=settings.external_data_threshold_bytes) == settings
+
+
+def _export_in_subprocesses(checkpoint_dir: Path, out_dir: Path, groups: list[list[str]],
+                            settings: ExporterSettings) -> dict[str, dict]:
+    """Run one ``python -m exporters.cli`` per group concurrently, then move the files into ``out_dir``.
+
+    Child *processes* rather than ``multiprocessing``: a spawned worker re-imports the caller's ``__main__``,
+    which deadlocks (or recurses) when a script without a main guard calls :func:`ensure_artifacts`.
+    """
+    import subprocess
+    import sys
+
+    work = Path(tempfile.mkdtemp(prefix=".jobs-", dir=out_dir))
+    try:
+        procs = []
+        for i, group in enumerate(groups):
+            cmd = [sys.executable, "-m", "exporters.cli", "--checkpoint-dir", str(checkpoint_dir), "--out",
+                   str(work / str(i)), "--graphs", ",".join(group),
+                   "--external-data-threshold", str(settings.external_data_threshold_bytes)]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        errors = []
+        for proc, group in zip(procs, groups, strict=True):
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                errors.append(f"{','.join(group)}: exit {proc.returncode}\n{err[-3000:]}")
+        if errors:
+            raise ExportError("parallel export failed:\n" + "\n".join(errors))
+        records = {}
+        for i, group in enumerate(groups):
+            manifest = read_manifest(work / str(i))
+            for name in group:
+                record = manifest["graphs"][name]
+                for entry in record["files"]:
+                    (work / str(i) / entry["file"]).replace(out_dir / entry["file"])
+                records[name] = record
+        return records
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _describe(record: dict) -> str:

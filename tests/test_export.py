@@ -201,6 +201,47 @@ def test_io_contract_doc_matches_spec_and_manifest(onnx_manifest: dict, dims):
         assert listed[row["name"]]["shape"] == spec_tensor.resolved_shape(dims), format_shape(row["shape"])
 
 
+def test_io_contract_doc_tables_are_current():
+    """The whole marked block (I/O, axis and config-dim tables) is exactly what the spec renders."""
+    from exporters.contract import BEGIN, END, render_tables
+
+    text = (DOCS / "io_contract.md").read_text(encoding="utf-8")
+    block = text[text.index(BEGIN): text.index(END) + len(END)]
+    assert block == render_tables(), "docs/io_contract.md is stale: paste `acestep-export --print-contract`"
+
+
+def test_tokenizer_conventions_of_the_contract(checkpoint_dir: Path):
+    """The tokenizer normalisation docs/io_contract.md states holds for the checkpoint's tokenizer: NFC,
+    byte-level BPE, a TemplateProcessing post-processor appending <|endoftext|>, truncation keeping it, and
+    pad id = <|endoftext|>."""
+    from transformers import AutoTokenizer
+
+    from acestep_parity.checkpoint import TEXT_DIR
+    from acestep_parity.host import prompts
+
+    folder = checkpoint_dir / TEXT_DIR
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    assert spec["normalizer"]["type"] == "NFC"
+    assert spec["model"]["type"] == "BPE"
+    assert "ByteLevel" in json.dumps(spec["pre_tokenizer"])
+    assert spec["post_processor"]["type"] == "TemplateProcessing"
+    assert spec["post_processor"]["single"][-1] == {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert tokenizer.pad_token_id == eot
+
+    def ids(text: str, limit: int) -> list[int]:
+        return tokenizer(text, padding="longest", truncation=True, max_length=limit)["input_ids"]
+
+    assert ids("caf\u00e9", 16) == ids("cafe\u0301", 16)  # NFC
+    long_caption = prompts.caption_prompt("warm analog synth pads " * 200, prompts.metas_string(120))
+    caption = ids(long_caption, prompts.TEXT_MAX_TOKENS)
+    assert len(caption) == prompts.TEXT_MAX_TOKENS and caption[-1] == eot  # truncation keeps the appended token
+    lyric = ids(prompts.lyric_prompt("la la la"), prompts.LYRIC_MAX_TOKENS)
+    assert lyric[-2:] == [eot, eot]  # the prompt's literal <|endoftext|> + the appended one
+    assert tokenizer.bos_token_id is None or tokenizer.bos_token_id not in caption[:1]
+
+
 # -------------------------------------------------------------------------------------------- parity grid
 
 
