@@ -85,7 +85,12 @@ class ConditionEncoderGraph(torch.nn.Module):
 
 
 def build(models: ReferenceModels) -> torch.nn.Module:
-    return ConditionEncoderGraph(models.condition_encoder).eval()
+    from exporters.dit_decoder import require_native_attention
+
+    encoder = models.condition_encoder
+    require_native_attention(encoder.lyric_encoder.layers)
+    require_native_attention(encoder.timbre_encoder.layers)
+    return ConditionEncoderGraph(encoder).eval()
 
 
 @torch.inference_mode()

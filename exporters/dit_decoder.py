@@ -106,7 +106,16 @@ class DitDecoderGraph(torch.nn.Module):
 
 
 def build(models: ReferenceModels) -> torch.nn.Module:
+    require_native_attention(models.transformer.layers)
     return DitDecoderGraph(models.transformer).eval()
+
+
+def require_native_attention(layers: torch.nn.ModuleList) -> None:
+    """Refuse a flash attention backend: it skips the dense sliding-window mask the graph must contain."""
+    from diffusers.models.transformers.ace_step_transformer import _is_flash_attention_backend
+
+    if any(_is_flash_attention_backend(layer.self_attn.processor) for layer in layers):
+        raise ValueError("a flash attention backend is active; export needs the native SDPA path (dense masks)")
 
 
 @torch.inference_mode()

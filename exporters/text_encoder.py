@@ -26,6 +26,9 @@ class TextEncoderGraph(torch.nn.Module):
 
 
 def build(models: ReferenceModels) -> torch.nn.Module:
+    implementation = models.text_encoder.config._attn_implementation
+    if implementation not in ("sdpa", "eager"):
+        raise ValueError(f"text encoder attention {implementation!r}: export needs sdpa (the reference) or eager")
     return TextEncoderGraph(models.text_encoder).eval()
 
 
