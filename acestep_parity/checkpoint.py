@@ -78,16 +78,10 @@ def check_layout(root: Path) -> None:
 
 
 def file_hashes(root: Path) -> dict[str, str]:
-    """SHA-256 of every required file (cached beside nothing: real checkpoints hash in ~10 s per GB... once)."""
-    root = Path(root)
-    out = {}
-    for rel in REQUIRED_FILES:
-        digest = hashlib.sha256()
-        with open(root / rel, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        out[rel] = digest.hexdigest()
-    return out
+    """SHA-256 of every required file (a real checkpoint takes a few seconds per GB)."""
+    from acestep_parity.hashing import sha256_file
+
+    return {rel: sha256_file(Path(root) / rel) for rel in REQUIRED_FILES}
 
 
 def checkpoint_id(root: Path, hashes: dict[str, str] | None = None) -> str:

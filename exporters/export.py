@@ -24,6 +24,7 @@ from types import ModuleType
 import numpy as np
 
 from acestep_parity import paths
+from acestep_parity.hashing import sha256_file
 from exporters.inputs import make_inputs
 from exporters.specs import (
     AXES,
@@ -53,14 +54,6 @@ class ExportError(RuntimeError):
 def graph_module(spec: GraphSpec) -> ModuleType:
     """``exporters.<spec.module>``: provides ``build(models)`` and ``reference(models, inputs)``."""
     return importlib.import_module(f"exporters.{spec.module}")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_fingerprint() -> str:

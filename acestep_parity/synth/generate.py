@@ -7,7 +7,6 @@ activations stay in a realistic range through the 8 turbo steps and the VAE prod
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from acestep_parity.hashing import sha256_file
 from acestep_parity.synth import layout
 from acestep_parity.synth.presets import Preset
 from acestep_parity.synth.tokenizer import write_tokenizer
@@ -214,14 +214,6 @@ def _write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save_file
 
     save_file(dict(sorted(tensors.items())), str(path), metadata={"format": "pt"})
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def generate(preset: Preset, out: Path) -> dict[str, str]:
