@@ -306,7 +306,7 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
     versions (so ``--graphs`` can refresh a subset).
     """
     from acestep_parity.checkpoint import DIT_DIR, TEXT_DIR, checkpoint_id, file_hashes, read_json
-    from acestep_parity.runtime_assets import copy_runtime_assets
+    from acestep_parity.runtime_assets import asset_records, copy_runtime_assets
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     names = list(graphs) if graphs is not None else list(GRAPH_SPECS)
@@ -344,8 +344,10 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         "graphs": {n: records[n] for n in GRAPH_SPECS if n in records},
         "export_seconds_total": round(time.perf_counter() - total, 2),
     }
+    # tokenizer + silence latent (.pt and a language-neutral .npy): the folder is self-contained
+    copy_runtime_assets(checkpoint_dir, out_dir)
+    manifest["assets"] = asset_records(out_dir)
     write_manifest(out_dir, manifest)
-    copy_runtime_assets(checkpoint_dir, out_dir)  # tokenizer + silence latent: the folder is self-contained
     return manifest
 
 
