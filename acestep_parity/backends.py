@@ -101,19 +101,13 @@ class NotBuiltBackend(Backend):
         return Availability(False, self.how_to_build)
 
 
-class RustBackend(NotBuiltBackend):
-    name = "rust"
-    how_to_build = ("the Rust ORT runtime (rust/) is not implemented in this checkout yet; once it is: "
-                    "`cargo build --release` in rust/")
-
-
 class DllBackend(NotBuiltBackend):
     name = "dll"
     how_to_build = ("the Rust C-ABI library (rust/, cdylib) is not implemented in this checkout yet; once it is: "
                     "`cargo build --release` in rust/")
 
 
-REGISTRY: dict[str, type[Backend]] = {cls.name: cls for cls in (TorchBackend, RustBackend, DllBackend)}
+REGISTRY: dict[str, type[Backend]] = {cls.name: cls for cls in (TorchBackend, DllBackend)}
 
 
 def register(cls: type[Backend]) -> type[Backend]:
@@ -128,3 +122,4 @@ def load_optional_backends() -> None:
         import runtimes.py_ort.backend  # noqa: F401
     except ImportError:
         pass
+    import acestep_parity.backends_rust  # noqa: F401  (the rust adapter: subprocesses, numpy only)
