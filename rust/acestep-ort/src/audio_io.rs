@@ -59,3 +59,25 @@ pub fn save(path: &Path, planar: &[f32], channels: usize, sample_rate: u32) -> R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wav_round_trips_float32_and_flac_has_a_stream_header() {
+        let dir = std::env::temp_dir().join(format!("acestep-audio-io-{}", std::process::id()));
+        let planar: Vec<f32> = (0..200).map(|i| ((i as f32) * 0.01).sin() * 0.5).collect();
+        save(&dir.join("a.wav"), &planar, 2, 48_000).expect("wav");
+        let mut r = hound::WavReader::open(dir.join("a.wav")).expect("read");
+        assert_eq!(r.spec().channels, 2);
+        let back: Vec<f32> = r.samples::<f32>().map(|s| s.expect("sample")).collect();
+        let interleaved: Vec<f32> = (0..100).flat_map(|s| [planar[s], planar[100 + s]]).collect();
+        assert_eq!(back, interleaved);
+        save(&dir.join("a.flac"), &planar, 2, 48_000).expect("flac");
+        assert_eq!(&std::fs::read(dir.join("a.flac")).expect("read")[..4], b"fLaC");
+        assert!(save(&dir.join("a.mp3"), &planar, 2, 48_000).is_err());
+        assert!(save(&dir.join("a.ogg"), &planar, 2, 48_000).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

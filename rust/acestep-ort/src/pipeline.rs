@@ -425,3 +425,16 @@ pub fn pad_right(rows: &[Vec<i64>], pad_id: i64) -> Result<(ArrayD<i64>, ArrayD<
         ArrayD::from_shape_vec(IxDyn(&[rows.len(), longest]), mask)?,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_right_with_a_bool_mask() {
+        let (ids, mask) = pad_right(&[vec![5, 6, 7], vec![8]], 0).expect("pad");
+        assert_eq!(ids.shape(), &[2, 3]);
+        assert_eq!(ids.iter().copied().collect::<Vec<_>>(), vec![5, 6, 7, 8, 0, 0]);
+        assert_eq!(mask.iter().copied().collect::<Vec<_>>(), vec![true, true, true, true, false, false]);
+    }
+}

@@ -285,3 +285,40 @@ impl Sessions {
         self.graphs.iter().map(|(n, g)| (n.clone(), (g.run_seconds, g.calls))).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn io(name: &str, dtype: &str, rank: usize) -> Io {
+        Io { name: name.into(), dtype: dtype.into(), rank }
+    }
+
+    #[test]
+    fn contract_names_dtypes_and_ranks() {
+        let declared = json!({
+            "inputs": [{"name": "latents", "dtype": "float32", "shape": ["B", 64, "T"]}],
+            "outputs": [{"name": "audio", "dtype": "float32", "shape": ["B", 2, "1920*T"]}]
+        });
+        let out = [io("audio", "float32", 3)];
+        assert!(check_contract("vae_decoder", &declared, &[io("latents", "float32", 3)], &out).is_ok());
+        let e = check_contract("vae_decoder", &declared, &[io("x", "float32", 3)], &out).expect_err("name");
+        assert!(e.to_string().contains("vae_decoder.onnx inputs [\"x\"] do not match the contract [\"latents\"]"));
+        let e = check_contract("vae_decoder", &declared, &[io("latents", "int64", 3)], &out).expect_err("dtype");
+        assert!(e.to_string().contains("input \"latents\" is int64, the contract says float32"));
+        let e = check_contract("vae_decoder", &declared, &[io("latents", "float32", 2)], &out).expect_err("rank");
+        assert!(e.to_string().contains("has rank 2, the contract says 3"));
+    }
+
+    #[test]
+    fn optimization_levels() {
+        let mut c = SessionConfig::default();
+        for level in ["disable", "basic", "extended", "all"] {
+            c.optimization = level.into();
+            assert!(c.level().is_ok());
+        }
+        c.optimization = "max".into();
+        assert!(c.level().is_err());
+    }
+}
