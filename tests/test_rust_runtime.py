@@ -318,3 +318,73 @@ def test_binary_missing_skips_with_the_build_command(parity_session, monkeypatch
     ctx = BackendContext(Path("."), "x", "fp32", tmp_path)
     availability = RustBackend(ctx).availability()
     assert not availability.ok and "cargo build --release" in availability.reason
+
+
+# ------------------------------------------------------------------------------------------- benchmark
+
+BENCH_CASE = "text2music_05"  # the longest latent (T=300, three VAE tiles)
+BENCH_ROUNDS = 3
+
+
+def py_ort_timed_run(engine, request) -> tuple[float, float]:
+    """(end-to-end seconds, seconds inside ``InferenceSession.run``) of one py_ort generation."""
+    import time
+
+    spent = [0.0]
+    originals = {}
+    for name, session in engine.sessions.sessions.items():
+        originals[name] = session.run
+
+        def timed(*args, _run=session.run, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _run(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        session.run = timed
+    try:
+        start = time.perf_counter()
+        engine.generate(request)
+        return time.perf_counter() - start, spent[0]
+    finally:
+        for name, session in engine.sessions.sessions.items():
+            session.run = originals[name]
+
+
+def rust_timed_run(binary: Path, onnx_dir: Path, case_path: Path, workdir: Path) -> tuple[float, float, float]:
+    """(end-to-end seconds without loading, seconds inside ``Session::run``, load seconds) of one Rust run."""
+    from acestep_parity.backends_rust import run_generate
+
+    _, info = run_generate(binary, case_path, onnx_dir, workdir)
+    return info["generate_s"], info["ort_run_s"], info["load_s"]
+
+
+def test_benchmark_host_overhead(benchmark, rust, py_ort, binary, onnx_dir, tmp_path, record_property):
+    """Rust end to end vs the sum of its ONNX Runtime session times, beside py_ort (same case, same machine).
+
+    No time is asserted; the row goes to the benchmark JSON (``extra_info``) and the JUnit properties.
+    """
+    from statistics import median
+
+    from acestep_parity.cases import load_case
+
+    case = load_case(paths.CASES_DIR / f"{BENCH_CASE}.json")
+    rust_rows = [rust_timed_run(binary, onnx_dir, case.path, tmp_path) for _ in range(BENCH_ROUNDS)]
+    py_rows = [py_ort_timed_run(py_ort.engine, case.request()) for _ in range(BENCH_ROUNDS)]
+    row = {
+        "case": case.id,
+        "rust_end_to_end_s": median(r[0] for r in rust_rows),
+        "rust_ort_run_s": median(r[1] for r in rust_rows),
+        "rust_load_s": median(r[2] for r in rust_rows),
+        "py_ort_end_to_end_s": median(r[0] for r in py_rows),
+        "py_ort_ort_run_s": median(r[1] for r in py_rows),
+    }
+    row["rust_host_overhead_s"] = row["rust_end_to_end_s"] - row["rust_ort_run_s"]
+    row["py_ort_host_overhead_s"] = row["py_ort_end_to_end_s"] - row["py_ort_ort_run_s"]
+    benchmark.extra_info.update(row)
+    for key, value in row.items():
+        record_property(key, value)
+    benchmark.pedantic(rust_timed_run, args=(binary, onnx_dir, case.path, tmp_path), rounds=1, iterations=1)
+    assert row["rust_host_overhead_s"] >= 0 and row["py_ort_host_overhead_s"] >= 0
+    print("\n" + json.dumps(row, indent=1))
