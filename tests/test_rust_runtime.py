@@ -388,3 +388,16 @@ def test_benchmark_host_overhead(benchmark, rust, py_ort, binary, onnx_dir, tmp_
     benchmark.pedantic(rust_timed_run, args=(binary, onnx_dir, case.path, tmp_path), rounds=1, iterations=1)
     assert row["rust_host_overhead_s"] >= 0 and row["py_ort_host_overhead_s"] >= 0
     print("\n" + json.dumps(row, indent=1))
+
+
+def test_default_onnx_dir_is_the_exported_cache(binary, onnx_dir, tmp_path):
+    """Without --onnx-dir the binary takes <cache>/artifacts/<id>/fp32 (plan P3.6: `generate --case …` alone)."""
+    (tmp_path / "artifacts" / "some-checkpoint").mkdir(parents=True)
+    (tmp_path / "artifacts" / "some-checkpoint" / "fp32").symlink_to(onnx_dir)
+    env = {**rust_env(), "ACESTEP_PARITY_CACHE": str(tmp_path)}
+    env.pop("ACESTEP_ONNX_DIR", None)
+    proc = _run(binary, "tokenize", stdin="[]", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "using the exported ONNX folder" in proc.stderr and "some-checkpoint" in proc.stderr
+    env["ACESTEP_PARITY_CACHE"] = str(tmp_path / "empty")
+    _assert_clean_error(_run(binary, "tokenize", stdin="[]", env=env, cwd=tmp_path), "no ONNX folder", "--onnx-dir")

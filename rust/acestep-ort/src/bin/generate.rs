@@ -38,7 +38,8 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct OrtArgs {
-    /// Exported ONNX folder (graphs, manifest.json, tokenizer, silence_latent.npy); default $ACESTEP_ONNX_DIR
+    /// Exported ONNX folder (graphs, manifest.json, tokenizer, silence_latent.npy); default $ACESTEP_ONNX_DIR,
+    /// else the newest .cache/artifacts/<checkpoint id>/fp32 (what `make run` exports)
     #[arg(long, env = "ACESTEP_ONNX_DIR")]
     onnx_dir: Option<PathBuf>,
     /// libonnxruntime.so.<version> to load (else $ORT_DYLIB_PATH, beside the binary, the project's .venv)
@@ -115,12 +116,36 @@ fn session_config(ort: &OrtArgs) -> SessionConfig {
     config
 }
 
+/// `--onnx-dir`, else `$ACESTEP_ONNX_DIR`, else the folder the project's tooling exported last:
+/// `<cache>/artifacts/<checkpoint id>/fp32` with `<cache>` = `$ACESTEP_PARITY_CACHE` or `.cache` in the current
+/// directory or a parent (what `make run` / pytest leave behind).
 fn onnx_dir(ort: &OrtArgs) -> Result<PathBuf> {
-    ort.onnx_dir.clone().ok_or_else(|| {
-        anyhow!(
-            "no ONNX folder: pass --onnx-dir DIR or set ACESTEP_ONNX_DIR (export one with `acestep-export --out DIR`)"
-        )
-    })
+    if let Some(dir) = &ort.onnx_dir {
+        return Ok(dir.clone());
+    }
+    let caches: Vec<PathBuf> = match std::env::var_os("ACESTEP_PARITY_CACHE") {
+        Some(c) => vec![PathBuf::from(c)],
+        None => {
+            std::env::current_dir().map(|cwd| cwd.ancestors().map(|d| d.join(".cache")).collect()).unwrap_or_default()
+        }
+    };
+    for cache in caches {
+        let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache.join("artifacts"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path().join("fp32")))
+            .filter_map(|d| std::fs::metadata(d.join("manifest.json")).and_then(|m| m.modified()).ok().map(|t| (t, d)))
+            .collect();
+        found.sort();
+        if let Some((_, dir)) = found.pop() {
+            eprintln!("using the exported ONNX folder {} (pass --onnx-dir to choose another)", dir.display());
+            return Ok(dir);
+        }
+    }
+    bail!(
+        "no ONNX folder: pass --onnx-dir DIR or set ACESTEP_ONNX_DIR (export one with `acestep-export --out DIR`, \
+         or run `make run`, which exports into .cache/artifacts/<checkpoint id>/fp32)"
+    )
 }
 
 fn load_runtime(ort: &OrtArgs) -> Result<(LoadedRuntime, ort::environment::Environment)> {
