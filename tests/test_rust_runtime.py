@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from acestep_parity import paths, rust_vectors
-from acestep_parity.backends_rust import find_binary, rust_env
+from acestep_parity.backends.rust import find_binary, rust_env
 from acestep_parity.host import prompts
 
 PAIR = "rust~py_ort"
@@ -311,7 +311,7 @@ def test_error_unsupported_output_format(binary, onnx_dir, tmp_path):
 def test_binary_missing_skips_with_the_build_command(parity_session, monkeypatch, tmp_path):
     """Without a built binary the backend is unavailable and says how to build it (never a silent pass)."""
     from acestep_parity.backends import BackendContext
-    from acestep_parity.backends_rust import RustBackend
+    from acestep_parity.backends.rust import RustBackend
 
     monkeypatch.setenv("ACESTEP_RUST_GENERATE", str(tmp_path / "absent"))
     assert find_binary() is None
@@ -354,7 +354,7 @@ def py_ort_timed_run(engine, request) -> tuple[float, float]:
 
 def rust_timed_run(binary: Path, onnx_dir: Path, case_path: Path, workdir: Path) -> tuple[float, float, float]:
     """(end-to-end seconds without loading, seconds inside ``Session::run``, load seconds) of one Rust run."""
-    from acestep_parity.backends_rust import run_generate
+    from acestep_parity.backends.rust import run_generate
 
     _, info = run_generate(binary, case_path, onnx_dir, workdir)
     return info["generate_s"], info["ort_run_s"], info["load_s"]

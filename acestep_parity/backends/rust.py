@@ -1,5 +1,5 @@
-"""The ``rust`` backend: the Rust ORT runtime (``rust/acestep-ort``, the ``generate`` binary) on the same exported
-ONNX folder and the same ``libonnxruntime`` as ``py_ort``.
+"""The ``rust`` backend: the Rust ORT runtime (``rust/acestep-ort``, the ``generate`` binary) on the shared exported
+ONNX folder (:mod:`acestep_parity.backends.onnx_folder`) and the same ``libonnxruntime`` as ``py_ort``.
 
 ``run_case`` runs ``generate --case ... --dump caps.npz`` and reads the dump (the names, dtypes and shapes of
 Python's captures). ``dit_step`` goes through one long-lived ``generate serve`` process (measured on the tiny
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from acestep_parity import paths
-from acestep_parity.backends import Availability, Backend, register
+from acestep_parity.backends.base import Availability, Backend, register
+from acestep_parity.backends.onnx_folder import OnnxFolderUnavailable, onnx_folder
 from acestep_parity.cases import Case
 from acestep_parity.host.pipeline import Captures
 
@@ -143,26 +144,11 @@ class DitServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def export_onnx_folder(ctx) -> Path:
-    """The shared exported fp32 folder (exported on first use, assets included), as ``py_ort`` gets it."""
-    from acestep_parity.checkpoint import file_hashes
-    from acestep_parity.runtime_assets import copy_runtime_assets, missing_assets
-    from exporters.export import ensure_artifacts
-
-    directory = Path(ensure_artifacts(ctx.checkpoint_dir, ctx.checkpoint_id, file_hashes(ctx.checkpoint_dir)))
-    if missing_assets(directory):
-        copy_runtime_assets(ctx.checkpoint_dir, directory)
-    return directory
-
-
 @register
 class RustBackend(Backend):
     name = "rust"
 
     def availability(self) -> Availability:
-        if self.ctx.profile != "fp32":
-            return Availability(False, f"no {self.ctx.profile} ONNX artifacts: only the fp32 profile is exported in "
-                                       "this checkout (quantization profiles are not implemented yet)")
         if self.binary is None:
             return Availability(False, f"the Rust runtime binary `generate` is not built "
                                        f"(looked in {default_target_dir()}/release and target/release); {BUILD_HINT}")
@@ -170,10 +156,9 @@ class RustBackend(Backend):
             return Availability(False, "no libonnxruntime for the Rust runtime: install onnxruntime in this Python "
                                        "(`pip install -e .`) or set ORT_DYLIB_PATH")
         try:
-            _ = self.onnx_dir
-        except ImportError as exc:
-            return Availability(False, f"cannot export the ONNX graphs here ({exc}); install the exporter "
-                                       "dependencies with `pip install -e '.[reference]'`")
+            _ = self.onnx_dir  # exports on first use
+        except OnnxFolderUnavailable as exc:
+            return Availability(False, str(exc))
         return Availability(True)
 
     @property
@@ -185,7 +170,7 @@ class RustBackend(Backend):
     @property
     def onnx_dir(self) -> Path:
         if not hasattr(self, "_onnx_dir"):
-            self._onnx_dir = export_onnx_folder(self.ctx)
+            self._onnx_dir = onnx_folder(self.ctx)
         return self._onnx_dir
 
     def _run(self, case: Case) -> Captures:
