@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from acestep_parity import paths
-from acestep_parity.cases import CaseError, discover_cases, load_case
+from acestep_parity.cases import CaseError, discover_cases, load_case, valid_cases
 from acestep_parity.host import audio, latents, prompts, schedule, tiling
 
 VECTORS_DIR = paths.REPO_ROOT / "rust" / "acestep-core" / "tests" / "vectors"
@@ -176,6 +176,13 @@ BAD_CASES: dict[str, str] = {
     "ogg_format": '{"id": "ogg_format", "task": "text2music", "caption": "c", "duration": 5, "seeds": [1], '
                   '"output_format": "ogg"}',
     "empty_caption": '{"id": "empty_caption", "task": "text2music", "caption": "", "duration": 5, "seeds": [1]}',
+    "no_duration": '{"id": "no_duration", "task": "text2music", "caption": "c", "seeds": [1]}',
+    "null_duration": '{"id": "null_duration", "task": "text2music", "caption": "c", "duration": null, "seeds": [1]}',
+    "negative_duration": '{"id": "negative_duration", "task": "text2music", "caption": "c", "duration": -3, '
+                         '"seeds": [1]}',
+    "bool_duration": '{"id": "bool_duration", "task": "text2music", "caption": "c", "duration": false, '
+                     '"seeds": [1]}',
+    "no_caption": '{"id": "no_caption", "task": "text2music", "duration": 5, "seeds": [1]}',
     "no_query": '{"id": "no_query", "task": "simple_mode", "duration": 5, "seeds": [1]}',
     "null_timesteps": '{"id": "null_timesteps", "task": "text2music", "caption": "c", "duration": 5, '
                       '"seeds": [1], "timesteps": null, "bpm": null}',
@@ -204,7 +211,7 @@ def case_vectors() -> list[dict]:
              "bpm": c.bpm, "keyscale": c.keyscale, "timesignature": c.timesignature, "duration": c.duration,
              "seeds": list(c.seeds), "shift": c.shift, "timesteps": list(c.timesteps) if c.timesteps else None,
              "output_format": c.output_format, "sha256": c.sha256}
-            for c in discover_cases(paths.CASES_DIR)]
+            for c in valid_cases(discover_cases(paths.CASES_DIR))]
 
 
 def build(with_noise: bool = True) -> dict[str, dict | list]:

@@ -88,7 +88,7 @@ const FIELDS: [(&str, &[PyType], bool); 16] = [
     ("bpm", &[PyType::Int, PyType::NoneType], false),
     ("keyscale", &[PyType::Str], false),
     ("timesignature", &[PyType::Str], false),
-    ("duration", &[PyType::Int, PyType::Float], true),
+    ("duration", &[PyType::Int, PyType::Float, PyType::NoneType], false),
     ("seeds", &[PyType::List], true),
     ("shift", &[PyType::Int, PyType::Float], false),
     ("timesteps", &[PyType::List, PyType::NoneType], false),
@@ -138,7 +138,8 @@ pub struct Case {
     pub bpm: Option<i64>,
     pub keyscale: String,
     pub timesignature: String,
-    pub duration: f64,
+    /// `None`: no duration (absent, null or <= 0 in the file)
+    pub duration: Option<f64>,
     pub seeds: Vec<u64>,
     pub shift: f64,
     pub timesteps: Option<Vec<f64>>,
@@ -218,10 +219,17 @@ pub fn load_case(path: &Path) -> Result<Case, CaseError> {
     if !TASKS.contains(&task.as_str()) {
         return Err(fail(path, "task", format!("{} is not one of ('text2music', 'simple_mode')", repr_str(&task))));
     }
-    let duration = data.get("duration").map(num).unwrap_or(f64::NAN);
-    if !(duration > 0.0 && duration <= 600.0) {
-        return Err(fail(path, "duration", format!("{} is out of range (0, 600] seconds", repr_float(duration))));
-    }
+    // Absent, null or <= 0: upstream's "no duration" (-1): 120 s of latents, "30 seconds" in the metas.
+    let duration = match data.get("duration") {
+        Some(v @ Value::Number(_)) => {
+            let d = num(v);
+            if d > 600.0 {
+                return Err(fail(path, "duration", format!("{} is out of range: at most 600 seconds", repr_float(d))));
+            }
+            (d > 0.0).then_some(d)
+        }
+        _ => None,
+    };
     let seed_values = data.get("seeds").and_then(Value::as_array).cloned().unwrap_or_default();
     if !(1..=8).contains(&seed_values.len()) {
         return Err(fail(path, "seeds", format!("needs 1..8 seeds (one per batch item), got {}", seed_values.len())));
@@ -270,9 +278,6 @@ pub fn load_case(path: &Path) -> Result<Case, CaseError> {
     }
     let caption = string(&data, "caption", "");
     let query = string(&data, "query", "");
-    if task == "text2music" && caption.is_empty() {
-        return Err(fail(path, "caption", "text2music needs a non-empty caption"));
-    }
     if task == "simple_mode" && query.is_empty() {
         return Err(fail(path, "query", "simple_mode needs the user query for the LM planner"));
     }
@@ -297,6 +302,19 @@ pub fn load_case(path: &Path) -> Result<Case, CaseError> {
         instrumental: data.get("instrumental").and_then(Value::as_bool).unwrap_or(false),
         sha256: Sha256::digest(&raw).iter().map(|b| format!("{b:02x}")).collect(),
     })
+}
+
+/// `--case` of the CLIs: a case file path, or a case id looked up in `cases_dir` (Python's `resolve_case`).
+pub fn resolve_case(arg: &str, cases_dir: &Path) -> Result<Case, CaseError> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        return load_case(path);
+    }
+    let candidate = cases_dir.join(format!("{arg}.json"));
+    if candidate.is_file() {
+        return load_case(&candidate);
+    }
+    Err(CaseError(format!("case {}: no such file, and no {}", repr_str(arg), candidate.display())))
 }
 
 /// All case files of a folder (tolerances.json excluded), sorted by file name.

@@ -178,8 +178,24 @@ impl Tolerances {
         self.tensor_metrics(pair, profile, tensor).is_some() || self.tensor_metrics(pair, "*", tensor).is_some()
     }
 
-    /// The comparison pairs the file defines (`candidate~reference`).
+    /// The entries of `defaults` (comparison pairs `candidate~reference`, and reference entries such as
+    /// `plan_section_9`).
     pub fn pairs(&self) -> Vec<String> {
         self.defaults.keys().cloned().collect()
+    }
+
+    /// The tensors a pair gates for a profile (its `"*"` entries included).
+    pub fn tensors(&self, pair: &str, profile: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for prof in ["*", profile] {
+            if let Some(Value::Object(tensors)) = self.defaults.get(pair).and_then(|p| p.get(prof)) {
+                for t in tensors.keys() {
+                    if !out.contains(t) {
+                        out.push(t.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 }

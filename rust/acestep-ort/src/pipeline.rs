@@ -44,7 +44,7 @@ impl Request {
             bpm: case.bpm,
             keyscale: case.keyscale.clone(),
             timesignature: case.timesignature.clone(),
-            duration: Some(case.duration),
+            duration: case.duration,
             seeds: case.seeds.clone(),
             shift: case.shift,
             timesteps: case.timesteps.clone(),

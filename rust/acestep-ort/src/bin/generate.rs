@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use acestep_core::case::load_case;
+use acestep_core::case::resolve_case;
 use acestep_core::tolerances::Tolerances;
 use acestep_ort::dylib::{self, LoadedRuntime};
 use acestep_ort::pipeline::{Engine, Request};
@@ -55,9 +55,12 @@ struct OrtArgs {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Case JSON (cases/text2music_01.json)
+    /// Case JSON file (cases/text2music_01.json) or a case id looked up in --cases-dir
     #[arg(long, required = true)]
-    case: Option<PathBuf>,
+    case: Option<String>,
+    /// Where case ids are looked up
+    #[arg(long, default_value = "cases")]
+    cases_dir: PathBuf,
     #[command(flatten)]
     ort: OrtArgs,
     /// Output audio (.wav float32 or .flac 16-bit); default out/<case id>.<format> (wav for mp3 cases)
@@ -166,10 +169,10 @@ fn bar_style(unit: &str) -> ProgressStyle {
 }
 
 fn cmd_generate(args: &GenerateArgs) -> Result<()> {
-    let case_path = args.case.as_deref().ok_or_else(|| anyhow!("--case is required"))?;
-    let case = load_case(case_path)?;
+    let case_arg = args.case.as_deref().ok_or_else(|| anyhow!("--case is required"))?;
+    let case = resolve_case(case_arg, &args.cases_dir)?;
     if case.task != "text2music" {
-        bail!("{}: task {:?} is not supported by this runtime (text2music only)", case_path.display(), case.task);
+        bail!("{}: task {:?} is not supported by this runtime (text2music only)", case.path.display(), case.task);
     }
     let out = match &args.out {
         Some(p) => p.clone(),
