@@ -31,6 +31,10 @@ $(DEPS_STAMP): pyproject.toml
 
 run: setup rust
 	$(PY) -m acestep_parity.cli demo --case cases/text2music_01.json --out out
+	@if [ -x "$(CARGO_TARGET_DIR)/release/generate" ]; then \
+		echo "Python-free: $(CARGO_TARGET_DIR)/release/generate --case cases/text2music_01.json"; \
+		"$(CARGO_TARGET_DIR)/release/generate" --case cases/text2music_01.json --out out/text2music_01_rust_cli.wav; \
+	fi
 
 test: setup rust-test
 	@mkdir -p $(REPORTS)
