@@ -273,9 +273,12 @@ def golden(golden_store: GoldenStore, runnable_case: Case) -> dict[str, np.ndarr
     try:
         return golden_store.load(runnable_case.id, runnable_case.sha256)
     except GoldenMissing as exc:
-        pytest.skip(str(exc))
+        message, missing = str(exc), True
     except GoldenError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message, missing = str(exc), False
+    if missing:  # outside the except blocks, so the report shows the message once, not a chained traceback
+        pytest.skip(message)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
