@@ -60,7 +60,7 @@ pub fn trim(tile: &Tile, decoded_len: usize) -> (usize, usize) {
     let factor = decoded_len as f64 / (tile.win_end - tile.win_start) as f64;
     let start = ((tile.core_start - tile.win_start) as f64 * factor).round_ties_even() as usize;
     let end = ((tile.win_end - tile.core_end) as f64 * factor).round_ties_even() as usize;
-    (start, decoded_len - end)
+    (start, decoded_len.saturating_sub(end))
 }
 
 #[cfg(test)]

@@ -380,6 +380,9 @@ impl Engine {
                     bail!("vae_decoder.onnx returned shape {shape:?}, expected [1, channels, samples]");
                 }
                 let (start, end) = tiling::trim(tile, shape[2]);
+                if start >= end {
+                    bail!("vae_decoder.onnx returned {} samples for {width} latent frames; nothing left after trimming the tile overlap", shape[2]);
+                }
                 if channels.is_empty() {
                     channels = vec![Vec::new(); shape[1]];
                 }
