@@ -63,7 +63,7 @@ struct GenerateArgs {
     cases_dir: PathBuf,
     #[command(flatten)]
     ort: OrtArgs,
-    /// Output audio (.wav float32 or .flac 16-bit); default out/<case id>.<format> (wav for mp3 cases)
+    /// Output audio (.wav float32, .flac 16-bit, .mp3 128k); default out/<case id>.<output_format of the case>
     #[arg(long)]
     out: Option<PathBuf>,
     /// Also write every capture point to this .npz (the names and dtypes of Python's captures)
