@@ -40,10 +40,14 @@ def ensure_synthetic_checkpoint(preset_name: str = "tiny", root: Path | None = N
     preset = get_preset(preset_name)
     base = Path(root) if root else cache_dir() / "checkpoints"
     target = base / f"synth-{preset.name}"
-    if (target / MANIFEST).is_file():
+
+    def complete() -> bool:  # a cache made before the LM planner existed lacks acestep-5Hz-lm-0.6B/
+        return (target / MANIFEST).is_file() and (target / "acestep-5Hz-lm-0.6B" / "config.json").is_file()
+
+    if complete():
         return target
     with file_lock(base / f".synth-{preset.name}.lock"):
-        if (target / MANIFEST).is_file():
+        if complete():
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".synth-{preset.name}-", dir=base))
         try:
