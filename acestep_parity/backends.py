@@ -60,6 +60,12 @@ class Backend:
                  context_latents: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def lm_teacher_logits(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Planner logits of every step with the reference tokens fed in (simple mode), ``[steps, V]``."""
+        from acestep_parity.host.planner import teacher_forced_logits
+
+        return teacher_forced_logits(self.engine.lm, prompt_ids, tokens)
+
 
 class TorchBackend(Backend):
     """The PyTorch reference (``runtimes.torch_ref``)."""
@@ -86,6 +92,8 @@ class TorchBackend(Backend):
         return self._engine
 
     def _run(self, case: Case) -> Captures:
+        if case.task == "simple_mode":
+            return self.engine.generate_simple(case)
         return self.engine.generate(case.request())
 
     def dit_step(self, xt, t, encoder_hidden_states, context_latents):

@@ -158,6 +158,8 @@ class ReferenceModels:
     silence_latent: np.ndarray
     tokenizer_path: Path
     extras: dict = field(default_factory=dict)
+    lm: object = None  # the 5 Hz LM (Qwen3ForCausalLM) when the checkpoint has acestep-5Hz-lm-0.6B/
+    lm_config: dict | None = None
 
 
 def _dit_kwargs(cfg: dict) -> dict:
@@ -278,10 +280,12 @@ def load_reference_models(root: Path) -> ReferenceModels:
             text_tensors = {k.removeprefix("model."): v for k, v in text_tensors.items()}
         strict_load(text_encoder, text_tensors, text_file, text_cfg_path, ignored=_TEXT_IGNORED_KEYS)
 
+    lm, lm_cfg = load_lm(root) if has_lm(root) else (None, None)
     return ReferenceModels(
         root=root, dit_config=dit_cfg, vae_config=vae_cfg, text_config=text_cfg, transformer=transformer,
         condition_encoder=condition_encoder, audio_tokenizer=audio_tokenizer, audio_detokenizer=audio_detokenizer,
         vae=vae, text_encoder=text_encoder, silence_latent=silence, tokenizer_path=root / TEXT_DIR / "tokenizer.json",
+        lm=lm, lm_config=lm_cfg,
     )
 
 
@@ -296,6 +300,11 @@ def lm_file_hashes(root: Path, genres_path: Path | None = None) -> dict[str, str
     genres = Path(genres_path) if genres_path else default_genres(root)
     out["genres_vocab.txt"] = sha256_file(genres)
     return out
+
+
+def has_lm(root: Path) -> bool:
+    """Whether the checkpoint carries the planner folder (its config); a partial folder fails in :func:`load_lm`."""
+    return (Path(root) / LM_DIR / "config.json").is_file()
 
 
 def check_lm_layout(root: Path) -> Path:

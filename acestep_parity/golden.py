@@ -22,6 +22,11 @@ GOLDEN_CAPTURES = (
     "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
     "noise", "xt", "vt", "pred_latents", "audio",
 )
+# Simple mode adds the planner's captures, kept small: token stream, per-step top-k raw logits (ids + values),
+# per-step digests of the FSM's allowed-token mask, margins, output text and parsed metadata (not the full
+# [steps, V] logits or masks: 217k-token vocab x 3500 steps would be gigabytes for the real LM).
+LM_GOLDEN_CAPTURES = ("lm_prompt_ids", "lm_tokens", "lm_topk_ids", "lm_topk_logits", "lm_mask_digests",
+                      "lm_margins", "lm_text", "lm_metadata")
 LIBRARIES = ("torch", "transformers", "diffusers", "tokenizers", "numpy", "safetensors", "onnxruntime")
 
 
@@ -74,9 +79,14 @@ class GoldenStore:
             )
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
-    def write(self, case_id: str, case_sha256: str, arrays: dict[str, np.ndarray]) -> Path:
+    def write(self, case_id: str, case_sha256: str, arrays: dict[str, np.ndarray],
+              planner: dict | None = None) -> Path:
+        """``planner`` (simple mode): the LM inputs the captures depend on (LM file hashes, genres list hash,
+        max_duration, sampling), recorded in the case's manifest entry and checked by :meth:`load`."""
         self.root.mkdir(parents=True, exist_ok=True)
         kept = {k: arrays[k] for k in GOLDEN_CAPTURES}
+        if planner is not None:
+            kept.update({k: arrays[k] for k in LM_GOLDEN_CAPTURES})
         path = self.root / f"{case_id}.npz"
         np.savez_compressed(path, **kept)
         manifest = json.loads(self.manifest_path.read_text(encoding="utf-8")) if self.exists() else {}
@@ -91,12 +101,15 @@ class GoldenStore:
             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256_16": array_digest(v)}
                        for k, v in kept.items()},
         }
+        if planner is not None:
+            manifest["cases"][case_id]["planner"] = planner
         manifest["cases"] = dict(sorted(manifest["cases"].items()))
         self.manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return path
 
-    def load(self, case_id: str, case_sha256: str) -> dict[str, np.ndarray]:
-        """The golden arrays of one case, after checking the manifest against checkpoint and case."""
+    def load(self, case_id: str, case_sha256: str, planner: dict | None = None) -> dict[str, np.ndarray]:
+        """The golden arrays of one case, after checking the manifest against checkpoint and case (and, for
+        simple mode, the planner's inputs: LM files, genres list, max_duration)."""
         manifest = self.manifest()
         how = f"re-freeze with `{freeze_command(self.checkpoint_dir)}`"
         if manifest.get("checkpoint_files") != self.checkpoint_hashes:
@@ -106,12 +119,15 @@ class GoldenStore:
             raise GoldenError(f"{self.manifest_path} has no entry for case {case_id}; {how}")
         if entry["case_sha256"] != case_sha256:
             raise GoldenError(f"case {case_id} changed since its golden was frozen ({self.manifest_path}); {how}")
+        if planner is not None and entry.get("planner") != planner:
+            raise GoldenError(f"the planner inputs of {case_id} (LM files, genres list, max_duration) differ from "
+                              f"{self.manifest_path}: {entry.get('planner')} != {planner}; {how}")
         path = self.root / f"{case_id}.npz"
         if not path.is_file():
             raise GoldenError(f"{path} is missing although the manifest lists it; {how}")
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}
-        missing = [k for k in manifest["captures"] if k not in arrays]
+        missing = [k for k in manifest["captures"] + (list(LM_GOLDEN_CAPTURES) if planner else []) if k not in arrays]
         if missing:
             raise GoldenError(f"{path} lacks captures {missing}; {how}")
         return arrays

@@ -14,6 +14,8 @@ ASSETS = {
     "tokenizer_config.json": "Qwen3-Embedding-0.6B/tokenizer_config.json",
     "silence_latent.pt": "acestep-v15-turbo/silence_latent.pt",
 }
+# The planner's host assets (simple mode), copied under the same folder name when the checkpoint has the LM.
+LM_ASSETS = ("tokenizer.json", "tokenizer_config.json", "genres_vocab.txt")
 
 
 def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> list[Path]:
@@ -26,6 +28,15 @@ def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> list[Path]:
         target = Path(onnx_dir) / name
         shutil.copyfile(source, target)
         written.append(target)
+    from acestep_parity.host.lm_vocab import LM_DIR, genres_path
+
+    if (Path(checkpoint_dir) / LM_DIR / "config.json").is_file():
+        (Path(onnx_dir) / LM_DIR).mkdir(parents=True, exist_ok=True)
+        for name in LM_ASSETS:
+            source = genres_path(checkpoint_dir) if name == "genres_vocab.txt" else Path(checkpoint_dir) / LM_DIR / name
+            target = Path(onnx_dir) / LM_DIR / name
+            shutil.copyfile(source, target)
+            written.append(target)
     return written
 
 

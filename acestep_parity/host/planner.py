@@ -269,3 +269,10 @@ def run_simple_mode(lm: LmEngine, tok: LmTokenizer, checkpoint_dir, case, text2m
     caps.timings.update(result.timings)
     caps.planner = result
     return caps
+
+
+def golden_planner_record(lm_hashes: dict[str, str], case) -> dict:
+    """What a simple-mode golden depends on besides the case file: the LM files, the genres list (an input,
+    not part of upstream's checkpoint), the pinned ``max_duration`` and the sampling mode."""
+    return {"lm_files": dict(sorted(lm_hashes.items())), "max_duration": int(case.duration),
+            "sampling": "greedy (temperature 0)"}

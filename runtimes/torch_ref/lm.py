@@ -50,9 +50,9 @@ class HFTokenizer:
 class TorchLm:
     """:class:`acestep_parity.host.planner.LmEngine` on ``Qwen3ForCausalLM`` (CPU, float32, DynamicCache)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, model=None, config: dict | None = None):
         self.root = Path(root)
-        self.model, self.config = load_lm(self.root)
+        self.model, self.config = (model, config) if model is not None else load_lm(self.root)
         self.tokenizer = HFTokenizer(self.root / LM_DIR)
         if len(self.tokenizer) != self.config["vocab_size"]:
             raise ValueError(f"{self.root / LM_DIR}: config vocab_size {self.config['vocab_size']} != "
