@@ -294,3 +294,49 @@ def test_sampling_chain():
 def test_user_metadata_rule():
     assert planner.user_metadata(None) == {} and planner.user_metadata(" unknown ") == {}
     assert planner.user_metadata(" fr ") == {"language": "fr"}
+
+
+# ----------------------------------------------------------------------------- torch-free planner
+
+_BLOCKED_PLAN = """
+import importlib.abc, json, sys
+BLOCKED = ("torch", "transformers", "diffusers", "safetensors", "onnxscript")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked import of {name} (the runtime must not need it)")
+        return None
+sys.meta_path.insert(0, Block())
+from pathlib import Path
+from acestep_parity.cases import load_case
+from runtimes.py_ort.lm import OrtLm
+result = OrtLm(Path(sys.argv[1])).plan(load_case(Path(sys.argv[2])))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(json.dumps({"tokens": result.tokens.tolist(), "metadata": result.metadata, "heavy": heavy}))
+"""
+
+
+def test_py_ort_planner_is_torch_free(parity_session):
+    """The ORT planner (graphs + FastTokenizer + host FSM) runs with torch & co. blocked, same tokens as in-process."""
+    import subprocess
+    import sys
+
+    from acestep_parity import paths
+    from acestep_parity.backends import REGISTRY
+
+    if "py_ort" not in REGISTRY:
+        pytest.skip("py_ort backend not registered")
+    backend = parity_session.backend("py_ort", "fp32")
+    if not backend.availability().ok:
+        pytest.skip(backend.availability().reason)
+    case_path = paths.CASES_DIR / "simple_mode_05.json"
+    proc = subprocess.run([sys.executable, "-c", _BLOCKED_PLAN, str(backend.onnx_dir), str(case_path)],
+                          capture_output=True, text=True, timeout=600, cwd=str(paths.REPO_ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == []
+    from acestep_parity.cases import load_case
+
+    in_process = backend.engine.lm.plan(load_case(case_path))
+    assert out["tokens"] == in_process.tokens.tolist() and out["metadata"] == in_process.metadata
+    assert out["metadata"]["language"] == "fr", "simple_mode_05 injects vocal_language 'fr'"
