@@ -6,15 +6,17 @@ Schema (``docs/parity_ops.md`` documents it for users):
 field              type                        meaning
 =================  ==========================  =========================================================
 id                 str (required)              must equal the file stem, e.g. ``text2music_01``
-task               "text2music"|"simple_mode"  simple_mode cases need the 5 Hz LM planner (not built yet)
+task               "text2music"|"simple_mode"  simple_mode: the 5 Hz LM planner writes caption/lyrics/metas first
 description        str                         what the case is there to break
 caption            str (required)              the music description
 lyrics             str                         "" (none) or "[Instrumental]" for no vocals
-language           str                         lyric language header, default "unknown" (upstream)
+language           str                         lyric language header, default "unknown" (upstream);
+                                               simple_mode: the planner's vocal_language (injected)
 bpm                int 30..300 or null         null renders "N/A"
 keyscale           str                         "" renders "N/A"
 timesignature      str                         numerator ("4" = 4/4); "" renders "N/A"
-duration           number, 0 < d <= 600        seconds (required)
+duration           number, 0 < d <= 600        seconds (required); simple_mode: the planner's max_duration
+                                               (10..600, caps the LM's duration field; upstream: GPU tier)
 seeds              list[int >= 0], 1..8 items  one per batch item; batch size = len(seeds)
 shift              number > 0                  snapped to 1/2/3 (ties to the smaller), default 1.0
 timesteps          list[number] or null        custom schedule, snapped to the valid turbo timesteps
@@ -144,6 +146,8 @@ def load_case(path: Path) -> Case:
         raise _fail(path, "caption", "text2music needs a non-empty caption")
     if data["task"] == "simple_mode" and not data.get("query"):
         raise _fail(path, "query", "simple_mode needs the user query for the LM planner")
+    if data["task"] == "simple_mode" and duration < 10:
+        raise _fail(path, "duration", f"{duration} is the planner's max_duration and must be >= 10 s (DURATION_MIN)")
 
     return Case(
         id=data["id"], task=data["task"], path=path, description=data.get("description", ""),

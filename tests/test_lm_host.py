@@ -340,3 +340,37 @@ def test_py_ort_planner_is_torch_free(parity_session):
     in_process = backend.engine.lm.plan(load_case(case_path))
     assert out["tokens"] == in_process.tokens.tolist() and out["metadata"] == in_process.metadata
     assert out["metadata"]["language"] == "fr", "simple_mode_05 injects vocal_language 'fr'"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_user_values_are_injected_unvalidated(tok, tables):
+    """Upstream injects user metadata verbatim (" {value}\\n"), even out of range: bpm 500, duration 9999."""
+    fsm = LmFsm(tables, user_metadata={"bpm": "500", "duration": "9999", "language": "xx"})
+    _feed(fsm, tok, "<think>\nbpm: 500\ncaption:")
+    assert fsm.state == S.CAPTION_VALUE
+    fsm.state = S.DURATION_NAME
+    _feed(fsm, tok, "duration: 9999\n")
+    assert fsm.state == S.GENRES_NAME
+    assert lm_parse.parse_lm_output("<think>\nbpm: 500\nduration: 9999\n</think>") == {"bpm": 500, "duration": 9999}
+
+
+def test_max_duration_below_minimum_is_refused(tok):
+    genres = ["pop"]
+    with pytest.raises(ValueError, match="max_duration 5"):
+        FsmTables(tok, genres, 5)
+    with pytest.raises(ValueError, match="max_duration 601"):
+        FsmTables(tok, genres, 601)
+    FsmTables(tok, genres, 10)
+
+
+def test_case_schema_rejects_out_of_range_values(tmp_path):
+    from acestep_parity.cases import CaseError, load_case
+
+    base = {"id": "simple_mode_x", "task": "simple_mode", "query": "q", "seeds": [1], "duration": 12.0}
+    for field, value in (("duration", 900.0), ("bpm", 500)):
+        path = tmp_path / "simple_mode_x.json"
+        path.write_text(json.dumps({**base, field: value}))
+        with pytest.raises(CaseError, match=field):
+            load_case(path)

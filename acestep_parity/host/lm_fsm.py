@@ -95,6 +95,11 @@ class FsmTables:
         if not genres:
             raise ValueError("the genres vocabulary is empty: the planner needs upstream's genres_vocab.txt (or the "
                              "synthetic checkpoint's) as an input; see docs/lm_planner.md")
+        if not C.DURATION_MIN <= int(max_duration) <= C.DURATION_MAX:
+            # upstream builds an empty duration tree here and then masks every token at "duration:" (argmax of an
+            # all -inf row = token 0); the port refuses instead
+            raise ValueError(f"max_duration {max_duration} is outside {C.DURATION_MIN}..{C.DURATION_MAX} seconds "
+                             "(upstream's duration field could not be generated at all)")
         self.tok = tok
         self.vocab_size = len(tok)
         self.max_duration = int(max_duration)

@@ -216,13 +216,13 @@ def captures(result: PlannerResult) -> dict[str, np.ndarray]:
 
 def text2music_fields(sample: dict, language_fallback: str, duration_fallback: float) -> dict:
     """The planner's fields as a text2music request (upstream's UI/API hand-off): caption, lyrics, bpm, keyscale,
-    timesignature, duration, and the detected language as the lyric language ("unknown" when empty). A missing
-    duration falls back to ``duration_fallback`` (the case's cap; upstream would pass -1)."""
-    bpm = sample.get("bpm")
+    timesignature, duration, and the detected language as the lyric language ("unknown" when empty). Values pass
+    through unvalidated, as upstream's UI passes them. A missing duration falls back to ``duration_fallback`` (the
+    case's cap; upstream would pass -1 and pick its own)."""
     return {
         "caption": sample.get("caption", ""), "lyrics": sample.get("lyrics", ""),
         "language": sample.get("language") or language_fallback,
-        "bpm": bpm if bpm is not None and 30 <= bpm <= 300 else None,
+        "bpm": sample.get("bpm"),
         "keyscale": sample.get("keyscale", ""), "timesignature": sample.get("timesignature", ""),
         "duration": float(sample["duration"]) if sample.get("duration") else float(duration_fallback),
     }
