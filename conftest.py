@@ -1,3 +1,6 @@
-"""Registers the acestep-parity pytest plugin (options --backend, --profile, --case, --checkpoint-dir, …)."""
+"""Repository root marker for pytest (rootdir, ``pytest.ini``).
 
-pytest_plugins = ["acestep_parity.plugin"]
+The acestep-parity plugin (options --backend, --profile, --case, --cases-dir, --checkpoint-dir, …) is not
+registered here but through the ``pytest11`` entry point of the installed package (``pyproject.toml``), so its
+options are known before pytest reads the command line.
+"""

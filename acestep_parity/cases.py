@@ -8,14 +8,16 @@ field              type                        meaning
 id                 str (required)              must equal the file stem, e.g. ``text2music_01``
 task               "text2music"|"simple_mode"  simple_mode: the 5 Hz LM planner writes caption/lyrics/metas first
 description        str                         what the case is there to break
-caption            str (required)              the music description
+caption            str                         the music description ("" allowed, as upstream's default)
 lyrics             str                         "" (none) or "[Instrumental]" for no vocals
 language           str                         lyric language header, default "unknown" (upstream);
                                                simple_mode: the planner's vocal_language (injected)
 bpm                int 30..300 or null         null renders "N/A"
 keyscale           str                         "" renders "N/A"
 timesignature      str                         numerator ("4" = 4/4); "" renders "N/A"
-duration           number, 0 < d <= 600        seconds (required); simple_mode: the planner's max_duration
+duration           number <= 600, or null      seconds; absent, null or <= 0: upstream's "no duration" (-1):
+                                               120 s of latents and "30 seconds" in the metas string
+                                               simple_mode: required, the planner's max_duration
                                                (10..600, caps the LM's duration field; upstream: GPU tier)
 seeds              list[int >= 0], 1..8 items  one per batch item; batch size = len(seeds)
 shift              number > 0                  snapped to 1/2/3 (ties to the smaller), default 1.0
@@ -41,7 +43,7 @@ FORMATS = ("wav", "flac", "mp3")
 _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "id": (str, True), "task": (str, True), "description": (str, False), "caption": (str, False),
     "lyrics": (str, False), "language": (str, False), "bpm": ((int, type(None)), False),
-    "keyscale": (str, False), "timesignature": (str, False), "duration": ((int, float), True),
+    "keyscale": (str, False), "timesignature": (str, False), "duration": ((int, float, type(None)), False),
     "seeds": (list, True), "shift": ((int, float), False), "timesteps": ((list, type(None)), False),
     "output_format": (str, False), "query": (str, False), "instrumental": (bool, False),
 }
@@ -49,6 +51,16 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
 
 class CaseError(ValueError):
     """A malformed case file; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class InvalidCase:
+    """A case file that failed validation: its own test items fail with ``message``; other cases still run."""
+
+    id: str
+    path: Path
+    message: str
+    task: str = "invalid"
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ class Case:
     bpm: int | None
     keyscale: str
     timesignature: str
-    duration: float
+    duration: float | None
     seeds: tuple[int, ...]
     shift: float
     timesteps: tuple[float, ...] | None
@@ -118,9 +130,13 @@ def load_case(path: Path) -> Case:
         raise _fail(path, "id", f"{data['id']!r} must equal the file name stem {path.stem!r}")
     if data["task"] not in TASKS:
         raise _fail(path, "task", f"{data['task']!r} is not one of {TASKS}")
-    duration = float(data["duration"])
-    if not 0 < duration <= 600:
-        raise _fail(path, "duration", f"{duration} is out of range (0, 600] seconds")
+    duration = data.get("duration")
+    if duration is not None:
+        duration = float(duration)
+        if duration > 600:
+            raise _fail(path, "duration", f"{duration} is out of range: at most 600 seconds")
+        if duration <= 0:
+            duration = None  # upstream's -1: no duration
     seeds = data["seeds"]
     if not 1 <= len(seeds) <= 8:
         raise _fail(path, "seeds", f"needs 1..8 seeds (one per batch item), got {len(seeds)}")
@@ -142,12 +158,11 @@ def load_case(path: Path) -> Case:
     fmt = data.get("output_format", "wav")
     if fmt not in FORMATS:
         raise _fail(path, "output_format", f"{fmt!r} is not one of {FORMATS}")
-    if data["task"] == "text2music" and not data.get("caption"):
-        raise _fail(path, "caption", "text2music needs a non-empty caption")
     if data["task"] == "simple_mode" and not data.get("query"):
         raise _fail(path, "query", "simple_mode needs the user query for the LM planner")
-    if data["task"] == "simple_mode" and duration < 10:
-        raise _fail(path, "duration", f"{duration} is the planner's max_duration and must be >= 10 s (DURATION_MIN)")
+    if data["task"] == "simple_mode" and (duration is None or duration < 10):
+        raise _fail(path, "duration", f"{duration} is the planner's max_duration and must be 10..600 s "
+                                      "(DURATION_MIN..DURATION_MAX)")
 
     return Case(
         id=data["id"], task=data["task"], path=path, description=data.get("description", ""),
@@ -160,10 +175,42 @@ def load_case(path: Path) -> Case:
     )
 
 
-def discover_cases(cases_dir: Path, patterns: list[str] | None = None) -> list[Case]:
-    """All case files in ``cases_dir`` (tolerances.json excluded), optionally filtered by id globs."""
-    files = sorted(p for p in Path(cases_dir).glob("*.json") if p.name != "tolerances.json")
-    cases = [load_case(p) for p in files]
+def discover_cases(cases_dir: Path, patterns: list[str] | None = None) -> list[Case | InvalidCase]:
+    """Every case file in ``cases_dir`` (tolerances.json excluded) whose stem matches one of ``patterns``.
+
+    A malformed file does not stop the others: it comes back as an :class:`InvalidCase` carrying its error, so
+    the tests of that case fail (file and field named) and every other case runs. A file that was not selected
+    is not read at all.
+    """
+    cases_dir = Path(cases_dir)
+    if not cases_dir.is_dir():
+        raise CaseError(f"cases folder {cases_dir} does not exist")
+    files = sorted(p for p in cases_dir.glob("*.json") if p.name != "tolerances.json")
     if patterns:
-        cases = [c for c in cases if any(fnmatch.fnmatch(c.id, pat) for pat in patterns)]
-    return cases
+        files = [p for p in files if any(fnmatch.fnmatch(p.stem, pat) for pat in patterns)]
+    out: list[Case | InvalidCase] = []
+    for path in files:
+        try:
+            out.append(load_case(path))
+        except CaseError as exc:
+            out.append(InvalidCase(id=path.stem, path=path, message=str(exc)))
+    return out
+
+
+def valid_cases(cases: list[Case | InvalidCase]) -> list[Case]:
+    """The loadable cases; raises the first error when one of ``cases`` is malformed (for CLIs)."""
+    for case in cases:
+        if isinstance(case, InvalidCase):
+            raise CaseError(case.message)
+    return [c for c in cases if isinstance(c, Case)]
+
+
+def resolve_case(arg: str | Path, cases_dir: Path) -> Case:
+    """``--case`` of the CLIs: a case file path, or a case id looked up in ``cases_dir`` (``--cases-dir``)."""
+    path = Path(arg)
+    if path.is_file():
+        return load_case(path)
+    candidate = Path(cases_dir) / f"{arg}.json"
+    if candidate.is_file():
+        return load_case(candidate)
+    raise CaseError(f"case {arg!r}: no such file, and no {candidate}")

@@ -1,8 +1,10 @@
 """The pytest plugin: options, backend fixtures, case x step x tensor parametrization, recorded metrics, reports.
 
-Registered from the repository's ``conftest.py`` (``pytest_plugins = ["acestep_parity.plugin"]``).
-Tests ask for ``case``, ``backend``, ``golden``, ``check`` and the parametrized ``step``/``tensor``/``mode``;
-they never special-case a backend. Every gate comes from ``cases/tolerances.json``.
+Registered through the ``pytest11`` entry point (``pyproject.toml``), so its options are known before pytest
+reads the command line (``--parity-report DIR`` with a space works). Parity tests ask for ``pair`` (candidate
+backend ~ reference), ``backend`` (the candidate), ``reference`` (the reference captures: a live backend run in
+this session or the frozen golden), ``check`` and the parametrized ``step``/``tensor``/``mode``; they never
+special-case a backend. Every gate comes from ``cases/tolerances.json``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import numpy as np
 import pytest
 
 from acestep_parity import parity, paths
-from acestep_parity.backends import PROFILES, REGISTRY, Backend, BackendContext, load_optional_backends
-from acestep_parity.cases import Case, discover_cases
-from acestep_parity.golden import GoldenError, GoldenStore, freeze_command
+from acestep_parity.backends import BACKEND_NAMES, PROFILES, REGISTRY, Backend, BackendContext
+from acestep_parity.cases import Case, InvalidCase, discover_cases
+from acestep_parity.golden import GoldenError, GoldenMissing, GoldenStore, freeze_command
 from acestep_parity.host.schedule import resolve_schedule
 from acestep_parity.tolerances import Tolerances
 
-BACKEND_NAMES = ("torch", "py_ort", "rust", "dll")
+GOLDEN = "golden"
+# candidate~reference. Live pairs (plan §14.1's 3-way matrix, plus the DLL host) compare two runs made in this
+# session on this machine; golden pairs compare with the frozen reference (possibly from another CPU).
+LIVE_PAIRS = (("py_ort", "torch"), ("rust", "py_ort"), ("rust", "torch"), ("dll", "py_ort"), ("dll", "torch"))
+GOLDEN_PAIRS = tuple((name, GOLDEN) for name in BACKEND_NAMES)
 STAGE_TENSORS = (
     "text_token_ids", "text_attention_mask", "lyric_token_ids", "lyric_attention_mask", "text_hidden_states",
     "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
@@ -40,7 +46,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="backend(s) to test, repeatable (default: all; unavailable ones skip with a reason)")
     group.addoption("--profile", action="append", choices=PROFILES, help="ONNX profile(s), repeatable (default fp32)")
     group.addoption("--case", action="append", dest="case_globs", metavar="GLOB",
-                    help="case id or glob, repeatable (default: every case in cases/)")
+                    help="case id or glob, repeatable (default: every case in the cases folder)")
+    group.addoption("--cases-dir", default=str(paths.CASES_DIR), metavar="DIR",
+                    help="folder of case JSON files (default: cases/ in the repository)")
     group.addoption("--checkpoint-dir", default=None,
                     help="checkpoint folder in the upstream layout (default: $ACESTEP_CHECKPOINT_DIR or the "
                          "tiny synthetic checkpoint, generated and cached on first use)")
@@ -89,10 +97,9 @@ class ParitySession:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    load_optional_backends()
     config.addinivalue_line("markers", "parity: a parity test that compares a backend against a reference")
     config.addinivalue_line("markers", "slow: slow test, not part of the default run (select with -m slow)")
-    cases = discover_cases(paths.CASES_DIR, config.getoption("case_globs"))
+    cases = discover_cases(Path(config.getoption("--cases-dir")), config.getoption("case_globs"))
     config.stash[_SESSION_KEY] = ParitySession(config=config, cases=cases,
                                                tolerances=Tolerances.load(paths.TOLERANCE_FILE))
     if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) writes the reports
@@ -101,6 +108,28 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _session(config: pytest.Config) -> ParitySession:
     return config.stash[_SESSION_KEY]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One comparison: ``candidate`` backend against ``reference`` (a backend run live, or the golden)."""
+
+    candidate: str
+    reference: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.candidate}~{self.reference}"
+
+    @property
+    def live(self) -> bool:
+        return self.reference != GOLDEN
+
+
+def selected_pairs(config: pytest.Config) -> list[Pair]:
+    """Every pair whose candidate is a selected backend (``--backend``; default all), golden pairs first."""
+    chosen = config.getoption("--backend") or list(BACKEND_NAMES)
+    return [Pair(c, r) for c, r in GOLDEN_PAIRS + LIVE_PAIRS if c in chosen]
 
 
 def _case_steps(case: Case) -> int:
@@ -115,9 +144,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     config = metafunc.config
     session = _session(config)
     if not session.cases:
-        raise pytest.UsageError(f"--case {config.getoption('case_globs')} matched no case in {paths.CASES_DIR}")
+        raise pytest.UsageError(f"--case {config.getoption('case_globs')} matched no case in "
+                                f"{config.getoption('--cases-dir')}")
     axes: list[tuple[str, list, list[str]]] = []
-    if "backend_name" in names:
+    if "pair" in names:
+        pairs = selected_pairs(config)
+        axes.append(("pair", pairs, [p.name for p in pairs]))
+    elif "backend_name" in names:
         backends = config.getoption("--backend") or list(BACKEND_NAMES)
         axes.append(("backend_name", backends, backends))
     if "profile" in names:
@@ -170,8 +203,11 @@ def tolerances(parity_session: ParitySession) -> Tolerances:
 
 
 @pytest.fixture
-def runnable_case(case: Case, parity_session: ParitySession) -> Case:
-    """The case, or a skip when it needs a component the checkpoint lacks (simple mode: the 5 Hz LM)."""
+def runnable_case(case: Case | InvalidCase, parity_session: ParitySession) -> Case:
+    """The case; a malformed case file fails its own items (file and field named); a case that needs a component
+    the checkpoint lacks (simple mode: the 5 Hz LM) skips."""
+    if isinstance(case, InvalidCase):
+        pytest.fail(case.message, pytrace=False)
     if case.task == "simple_mode":
         from acestep_parity.checkpoint import has_lm
 
@@ -191,16 +227,38 @@ def planner_record(parity_session: ParitySession, case: Case) -> dict | None:
     return golden_planner_record(lm_file_hashes(parity_session.checkpoint[0]), case)
 
 
+def _available_backend(parity_session: ParitySession, name: str, profile: str, role: str) -> Backend:
+    if name not in REGISTRY:
+        pytest.skip(f"{role} backend {name} is not part of this checkout")
+    instance = parity_session.backend(name, profile)
+    availability = instance.availability()
+    if not availability.ok:
+        pytest.skip(f"{role} backend {name} ({profile}) unavailable: {availability.reason}")
+    return instance
+
+
+@pytest.fixture
+def backend_name(request: pytest.FixtureRequest) -> str:
+    """The candidate's name: from the ``pair`` axis in parity tests (tests without pairs parametrize it)."""
+    return request.getfixturevalue("pair").candidate
+
+
 @pytest.fixture
 def backend(parity_session: ParitySession, backend_name: str, profile: str) -> Backend:
     """The backend under test; skips (never passes) when it cannot run here, saying why and how to build it."""
-    if backend_name not in REGISTRY:
-        pytest.skip(f"backend {backend_name} is not part of this checkout (no runtimes/{backend_name} package)")
-    instance = parity_session.backend(backend_name, profile)
-    availability = instance.availability()
-    if not availability.ok:
-        pytest.skip(f"backend {backend_name} ({profile}) unavailable: {availability.reason}")
-    return instance
+    return _available_backend(parity_session, backend_name, profile, "candidate")
+
+
+@pytest.fixture
+def reference(parity_session: ParitySession, pair: Pair, profile: str, runnable_case: Case,
+              request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
+    """The reference captures of the pair: a live run of the reference backend in this session (same machine)
+    or the frozen golden. A live reference runs the same profile where it has it (torch is fp32 only)."""
+    if not pair.live:
+        return request.getfixturevalue("golden")
+    ref_profile = profile if pair.reference != "torch" else "fp32"
+    instance = _available_backend(parity_session, pair.reference, ref_profile, "reference")
+    return instance.run_case(runnable_case).arrays
 
 
 @pytest.fixture(scope="session")
@@ -229,6 +287,8 @@ def golden(golden_store: GoldenStore, runnable_case: Case, parity_session: Parit
     try:
         return golden_store.load(runnable_case.id, runnable_case.sha256,
                                  planner=planner_record(parity_session, runnable_case))
+    except GoldenMissing as exc:
+        pytest.skip(str(exc))
     except GoldenError as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -238,8 +298,9 @@ def check(request: pytest.FixtureRequest, record_property, tolerances: Tolerance
     """``check(ref, cand, tensor=…, pair=…, profile=…, case=…, step=None, mode=None)``: gate and record."""
 
     def _check(ref, cand, *, tensor: str, pair: str, profile: str, case: Case, step: int | None = None,
-               mode: str | None = None, gate_tensor: str | None = None) -> list[parity.Row]:
-        gates = tolerances.gates(pair, profile, gate_tensor or tensor, case.id)
+               mode: str | None = None, gate_tensor: str | None = None,
+               gate_pair: str | None = None) -> list[parity.Row]:
+        gates = tolerances.gates(gate_pair or pair, profile, gate_tensor or tensor, case.id)
         record_property("pair", pair)
         record_property("profile", profile)
         try:
@@ -288,6 +349,29 @@ class ParityReporter:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.rows: list[parity.Row] = []
+        self._provenance: list[str] | None = None
+
+    def provenance(self) -> list[str]:
+        """Where the golden was frozen, beside this machine (golden-pair verdicts are read against both)."""
+        if self._provenance is None:
+            from acestep_parity import machine
+
+            try:
+                import torch  # noqa: F401  (its ISA and thread facts, where the reference is installed)
+            except ImportError:
+                pass
+            lines = [f"this machine: {machine.summary(machine.describe())}"]
+            try:
+                frozen = _session(self.config).golden.frozen_on()
+            except Exception as exc:  # the report must not hide the verdicts
+                frozen, lines = {}, lines + [f"golden provenance unavailable: {exc}"]
+            by_machine: dict[str, list[str]] = {}
+            for case_id, info in frozen.items():
+                by_machine.setdefault(machine.summary(info), []).append(case_id)
+            for text, cases in by_machine.items():
+                lines.append(f"golden frozen on: {text} ({', '.join(cases)})")
+            self._provenance = lines
+        return self._provenance
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -310,7 +394,7 @@ class ParityReporter:
         if self.rows:
             from acestep_parity import reports
 
-            prefix.extend(reports.summary_html(self.rows))
+            prefix.extend(reports.summary_html(self.rows, self.provenance()))
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         bench = config.stash.get(BENCHMARK_RESULTS, {})
@@ -328,7 +412,7 @@ class ParityReporter:
         if self.rows:
             from acestep_parity import reports
 
-            for line in reports.summary_lines(self.rows):
+            for line in reports.summary_lines(self.rows, self.provenance()):
                 terminalreporter.write_line(line)
 
 

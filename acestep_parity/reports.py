@@ -55,10 +55,19 @@ def write_metrics(out_dir: Path, rows: list[Row]) -> tuple[Path, Path]:
     return json_path, csv_path
 
 
-def summary_lines(rows: list[Row]) -> list[str]:
+def summary_lines(rows: list[Row], provenance: list[str] | None = None) -> list[str]:
     tags = first_divergence(rows)
     failed = sum(r.verdict == "fail" for r in rows)
     lines = [f"acestep-parity: {len(rows)} measured values, {failed} over their gate"]
+    lines += [f"  {line}" for line in provenance or []]
+    for pair, cells in matrix(rows).items():
+        worst = [r for group in cells.values() for r in group if r.metric in ("max_abs", "snr_db", "mismatches")]
+        bad = sum(r.verdict == "fail" for group in cells.values() for r in group)
+        vt = [r for r in cells.get("vt", []) if r.metric == "max_abs"]
+        audio = [r for r in cells.get("audio", []) if r.metric == "snr_db"]
+        detail = (f"vt max_abs {vt[0].value:.3g} (gate {vt[0].gate:g})" if vt else "") + (
+            f", audio SNR {audio[0].value:.1f} dB (gate {audio[0].gate:g})" if audio else "")
+        lines.append(f"  {pair}: {len(worst)} tensors/metrics, {bad} over the gate; {detail}".rstrip("; "))
     for key, tag in tags.items():
         if tag:
             case, pair, profile = key.split("|")
@@ -108,8 +117,92 @@ def step_curves_png(rows: list[Row], case: str, pair: str, profile: str) -> str 
     return _png(fig)
 
 
-def summary_html(rows: list[Row]) -> list[str]:
-    html = []
+MATRIX_TENSORS = (
+    "text_token_ids", "text_attention_mask", "lyric_token_ids", "lyric_attention_mask", "text_hidden_states",
+    "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "noise", "schedule",
+    "vt", "xt", "pred_latents", "audio",
+)
+_COLOURS = {"fail": "#f4b6b6", "near": "#f9e3a3", "pass": "#c8ebc4"}
+
+
+def _worst(group: list[Row]) -> Row:
+    """The row furthest from passing: the largest value of a ``max`` metric, the smallest of a ``min`` one."""
+    return max(group, key=lambda r: r.value if r.direction == "max" else -r.value)
+
+
+def _closeness(row: Row) -> float:
+    """How much of the gate a passing value uses (1 = on the gate). dB metrics: 6 dB of margin counts as half."""
+    if row.metric.endswith("_db"):
+        return 10 ** (-(row.value - row.gate) / 20) if row.direction == "min" else 10 ** ((row.value - row.gate) / 20)
+    if row.direction == "max":
+        return 0.0 if row.gate == 0 and row.value == 0 else (row.value / row.gate if row.gate else float("inf"))
+    return (1 - row.value) / (1 - row.gate) if row.gate < 1 and row.value <= 1 else 0.0
+
+
+def matrix(rows: list[Row]) -> dict[str, dict[str, list[Row]]]:
+    """``{pair: {tensor: [worst row per metric]}}`` over every case, step and mode."""
+    groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[(f"{r.pair} ({r.profile})", r.tensor, r.metric)].append(r)
+    out: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    for (pair, tensor, _metric), group in sorted(groups.items()):
+        out[pair][tensor].append(_worst(group))
+    return out
+
+
+def matrix_html(rows: list[Row], provenance: list[str] | None = None) -> list[str]:
+    """The pair x tensor matrix the HTML report opens with: the worst value of each gated metric against its
+    gate, coloured (red: over the gate, amber: more than half of it used, green), failing cells linked to the
+    list of their failing rows below. A ``~golden`` row compares with the frozen golden (possibly another CPU); the
+    other rows are live pairs run in this session on this machine."""
+    table = matrix(rows)
+    if not table:
+        return []
+    tensors = [t for t in MATRIX_TENSORS if any(t in cells for cells in table.values())]
+    tensors += sorted({t for cells in table.values() for t in cells} - set(tensors))
+    head = "".join(f"<th>{t}</th>" for t in tensors)
+    body, failures = [], []
+    for pair, cells in table.items():
+        kind = "golden (frozen)" if "~golden" in pair else "live (this machine)"
+        line = [f"<tr><th style='text-align:left'>{pair}<br><small>{kind}</small></th>"]
+        for tensor in tensors:
+            worst = cells.get(tensor)
+            if not worst:
+                line.append("<td></td>")
+                continue
+            if any(r.verdict == "fail" for r in worst):
+                state = "fail"
+            elif any(_closeness(r) > 0.5 for r in worst):
+                state = "near"
+            else:
+                state = "pass"
+            text = "<br>".join(
+                f"{r.metric} {r.value:.3g} {'&le;' if r.direction == 'max' else '&ge;'} {r.gate:g}" for r in worst)
+            if state == "fail":
+                anchor = f"fail-{len(failures)}"
+                failing = [r for r in rows if f"{r.pair} ({r.profile})" == pair and r.tensor == tensor
+                           and r.verdict == "fail"]
+                failures.append((anchor, pair, tensor, failing))
+                text = f"<a href='#{anchor}'>{text}</a>"
+            line.append(f"<td style='background:{_COLOURS[state]};font-size:80%'>{text}</td>")
+        body.append("".join(line) + "</tr>")
+    html = ["<h2>Parity matrix</h2>", "<p>Worst value of each gated metric over every case, step and mode, "
+            "against its gate from cases/tolerances.json. Red: over the gate; amber: more than half the gate "
+            "used; green: within half. <b>Live</b> pairs compare two runs made in this session on this machine; "
+            "<b>golden</b> pairs compare with the frozen golden.</p>"]
+    if provenance:
+        html.append("<p>" + "<br>".join(provenance) + "</p>")
+    html.append(f"<table border=1 style='border-collapse:collapse'><tr><th>pair</th>{head}</tr>{''.join(body)}</table>")
+    for anchor, pair, tensor, failing in failures:
+        items = "".join(
+            f"<li>{r.case}{'' if r.step is None else f' step {r.step}'}{'' if r.mode is None else f' {r.mode}'}: "
+            f"{r.metric} = {r.value:.6g} (gate {r.gate:g}) — <code>{r.nodeid}</code></li>" for r in failing)
+        html.append(f"<h4 id='{anchor}'>{pair} · {tensor}: {len(failing)} failing value(s)</h4><ul>{items}</ul>")
+    return html
+
+
+def summary_html(rows: list[Row], provenance: list[str] | None = None) -> list[str]:
+    html = matrix_html(rows, provenance)
     tags = first_divergence(rows)
     failing = {k: v for k, v in tags.items() if v}
     html.append(f"<h2>Parity</h2><p>{len(rows)} measured values; {len(failing)} case/pair group(s) diverge"

@@ -33,11 +33,10 @@ def _junit_outcomes(xml_path: Path) -> dict[str, str]:
     return out
 
 
-def test_corrupted_golden_fails_exactly_the_affected_tests(tmp_path, parity_session, record_property):
-    pytest.importorskip("torch")
-    store = parity_session.golden
-    if not store.exists():
-        pytest.skip(f"no golden for {store.checkpoint_id}")
+def _corrupt_golden(tmp_path: Path, store, *, update_digest: bool) -> Path:
+    """A copy of the golden with one value of text2music_04's step-2 velocity moved by 1e-3."""
+    from acestep_parity.golden import array_digest
+
     golden_root = tmp_path / "golden"
     shutil.copytree(store.root, golden_root / store.checkpoint_id)
     npz = golden_root / store.checkpoint_id / "text2music_04.npz"
@@ -45,25 +44,63 @@ def test_corrupted_golden_fails_exactly_the_affected_tests(tmp_path, parity_sess
         arrays = {k: data[k] for k in data.files}
     arrays["vt"][2, 0, 7, 5] += np.float32(1e-3)  # one value of step 2's velocity
     np.savez_compressed(npz, **arrays)
+    if update_digest:  # as if it had been frozen that way: only the gates can catch it
+        manifest_path = golden_root / store.checkpoint_id / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["cases"]["text2music_04"]["arrays"]["vt"]["sha256_16"] = array_digest(arrays["vt"])
+        manifest_path.write_text(json.dumps(manifest))
+    return golden_root
 
+
+def _run_parity(tmp_path: Path, golden_root: Path, parity_session) -> tuple[subprocess.CompletedProcess, dict]:
     junit = tmp_path / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", "tests/test_parity.py", "-p", "no:cacheprovider", "-q",
            "--backend", "torch", "--case", "text2music_04", "--golden-dir", str(golden_root),
            "--checkpoint-dir", str(parity_session.checkpoint[0]), "--parity-report", str(tmp_path / "reports"),
            f"--junitxml={junit}", "--html", str(tmp_path / "report.html"), "--self-contained-html"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    outcomes = _junit_outcomes(junit)
+    return proc, _junit_outcomes(junit)
+
+
+def test_edited_golden_fails_naming_file_and_array(tmp_path, parity_session, record_property):
+    """One changed byte in a golden npz (digest not updated): every golden test of that case fails, and the
+    message names the file and the array; nothing silently becomes the new reference."""
+    pytest.importorskip("torch")
+    store = parity_session.golden
+    if not store.exists():
+        pytest.skip(f"no golden for {store.checkpoint_id}")
+    golden_root = _corrupt_golden(tmp_path, store, update_digest=False)
+    proc, outcomes = _run_parity(tmp_path, golden_root, parity_session)
+    failed = sorted(name for name, outcome in outcomes.items() if outcome == "failed")
+    record_property("failed_count", len(failed))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert failed and len(failed) == len(outcomes), "every golden-pair test of the case must fail"
+    assert "text2music_04.npz: array 'vt' does not match its digest" in proc.stdout
+    assert "acestep-parity freeze" in proc.stdout
+
+
+def test_wrong_golden_value_fails_exactly_the_affected_tests(tmp_path, parity_session, record_property):
+    """A golden frozen with one wrong velocity value (digest consistent): exactly step 2's vt tests fail, tagged
+    DiT, and the report shows the number and a plot."""
+    pytest.importorskip("torch")
+    store = parity_session.golden
+    if not store.exists():
+        pytest.skip(f"no golden for {store.checkpoint_id}")
+    golden_root = _corrupt_golden(tmp_path, store, update_digest=True)
+    proc, outcomes = _run_parity(tmp_path, golden_root, parity_session)
     failed = sorted(name for name, outcome in outcomes.items() if outcome == "failed")
     record_property("failed", failed)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert failed == ["test_dit_step[torch-fp32-text2music_04-step2-vt-free]",
-                      "test_dit_step[torch-fp32-text2music_04-step2-vt-teacher]"]
+    assert failed == ["test_dit_step[torch~golden-fp32-text2music_04-step2-vt-free]",
+                      "test_dit_step[torch~golden-fp32-text2music_04-step2-vt-teacher]"]
     assert sum(o == "passed" for o in outcomes.values()) > 30
     report = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert report["failure_tags"]["text2music_04|torch~golden|fp32"] == "DiT"
     html = (tmp_path / "report.html").read_text()
     assert "max_abs=0.001" in html  # the measured number is in the report ...
     assert re.search(r"data:image/png;base64,", html)  # ... with a plot
+    assert "Parity matrix" in html and "torch~golden (fp32)" in html  # ... under the pair matrix
+    assert "this machine:" in html and "golden frozen on:" in html  # ... beside where the golden came from
 
 
 def test_tolerance_override_needs_reason(tmp_path):
@@ -94,8 +131,25 @@ def test_tolerance_file_is_the_only_place_gates_live():
 
 
 def test_every_parity_pair_in_use_has_gates(tolerances):
-    for tensor in ("vt", "xt", "audio", "encoder_hidden_states", "noise", "pred_latents"):
-        assert tolerances.gates("torch~golden", "fp32", tensor)
+    from acestep_parity.plugin import GOLDEN_PAIRS, LIVE_PAIRS, STAGE_TENSORS
+
+    for candidate, reference in GOLDEN_PAIRS + LIVE_PAIRS:
+        for tensor in (*STAGE_TENSORS, "vt", "xt", "audio"):
+            assert tolerances.gates(f"{candidate}~{reference}", "fp32", tensor)
+
+
+def test_golden_gates_are_never_looser_than_plan_section_9(tolerances):
+    """Cross-machine golden gates come from measurement with margin, but never above plan.md §9."""
+    from acestep_parity.plugin import GOLDEN_PAIRS
+
+    plan = tolerances.defaults["plan_section_9"]["fp32"]
+    for candidate, reference in GOLDEN_PAIRS:
+        for tensor, limits in plan.items():
+            gates = tolerances.gates(f"{candidate}~{reference}", "fp32", tensor)
+            for metric, limit in limits.items():
+                gate = gates[metric]
+                assert (gate.value <= limit) if gate.direction == "max" else (gate.value >= limit), \
+                    f"{candidate}~{reference} {tensor} {metric} {gate.value} is looser than plan §9 ({limit})"
 
 
 def test_golden_refuses_stale_case_and_checkpoint(parity_session, tmp_path):

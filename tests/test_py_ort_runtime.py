@@ -170,7 +170,11 @@ def test_malformed_case_messages(tmp_path):
     with pytest.raises(CaseError, match="'duration'.*expected"):
         load_case(write({**base, "duration": "5"}))
     with pytest.raises(CaseError, match="'duration'.*out of range"):
-        load_case(write({**base, "duration": 0}))
+        load_case(write({**base, "duration": 600.5}))
+    # Upstream's "no duration" (GenerationParams.duration = -1) and its empty default caption are accepted.
+    for no_duration in ({"duration": -1}, {"duration": 0}, {"duration": None}, {}):
+        case = {k: v for k, v in base.items() if k != "duration"} | no_duration | {"caption": ""}
+        assert load_case(write(case)).duration is None
     with pytest.raises(CaseError, match="'seeds'"):
         load_case(write({**base, "seeds": [-1]}))
     with pytest.raises(CaseError, match="'bpm'"):

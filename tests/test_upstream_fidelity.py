@@ -23,10 +23,12 @@ To run it on the synthetic checkpoint: copy the tiny checkpoint somewhere, put u
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from acestep_parity import metrics, paths
+from acestep_parity import metrics
 from acestep_parity.cases import Case, discover_cases
 
 PAIR = "torch~upstream"
@@ -43,8 +45,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """One test per text2music case (``--case`` globs honoured), ids ``upstream-<case id>``."""
     if "upstream_case" not in metafunc.fixturenames:
         return
-    cases = [c for c in discover_cases(paths.CASES_DIR, metafunc.config.getoption("case_globs"))
-             if c.task == "text2music"]
+    found = discover_cases(Path(metafunc.config.getoption("--cases-dir")), metafunc.config.getoption("case_globs"))
+    cases = [c for c in found if isinstance(c, Case) and c.task == "text2music"]
     metafunc.parametrize("upstream_case", [pytest.param(c, id=f"upstream-{c.id}") for c in cases])
 
 

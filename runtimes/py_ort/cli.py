@@ -14,13 +14,13 @@ import numpy as np
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from acestep_parity.cases import load_case
+    from acestep_parity.cases import resolve_case
     from acestep_parity.host.audio import save_audio
     from acestep_parity.host.progress import stderr_progress
     from runtimes.py_ort.pipeline import load_engine
     from runtimes.py_ort.session_manager import SessionConfig
 
-    case = load_case(Path(args.case))
+    case = resolve_case(args.case, Path(args.cases_dir))
     if case.task != "text2music":
         raise ValueError(f"{args.case}: task {case.task!r} is not supported by this runtime (text2music only)")
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if args.cuda else ("CPUExecutionProvider",)
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acestep-ort", description="ACE-Step 1.5 text2music on ONNX Runtime")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("generate", help="generate audio for a case file")
-    p.add_argument("--case", required=True, help="case JSON (cases/text2music_01.json)")
+    p.add_argument("--case", required=True, help="case JSON (cases/text2music_01.json), or a case id in --cases-dir")
+    p.add_argument("--cases-dir", default="cases", help="folder that --case ids are looked up in (default: cases)")
     p.add_argument("--onnx-dir", required=True, help="folder with the exported graphs, manifest and assets")
     p.add_argument("--out", required=True, help="output audio file: .wav, .flac or .mp3")
     p.add_argument("--dump", help="also write every capture point to this .npz")

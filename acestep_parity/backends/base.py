@@ -2,7 +2,8 @@
 
 A backend implements :class:`Backend`: ``availability()`` says whether it can run here and, if not, why and the
 command that builds it; ``run_case`` returns every capture point; ``dit_step`` runs one DiT evaluation on given
-inputs (the teacher-forced per-step tests use it). Backends register themselves by name in :data:`REGISTRY`.
+inputs (the teacher-forced per-step tests use it). Backends register themselves by name in :data:`REGISTRY`
+(importing :mod:`acestep_parity.backends` imports every adapter module).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from acestep_parity.cases import Case
 from acestep_parity.host.pipeline import Captures
 
 PROFILES = ("fp32", "fp16", "int8_dynamic", "int8_static")
+# Every backend, reference first; the registry may hold fewer where an adapter cannot be imported.
+BACKEND_NAMES = ("torch", "py_ort", "rust", "dll")
 
 
 @dataclass(frozen=True)
@@ -67,39 +70,6 @@ class Backend:
         return teacher_forced_logits(self.engine.lm, prompt_ids, tokens)
 
 
-class TorchBackend(Backend):
-    """The PyTorch reference (``runtimes.torch_ref``)."""
-
-    name = "torch"
-
-    def availability(self) -> Availability:
-        if self.ctx.profile != "fp32":
-            return Availability(False, f"the PyTorch reference is fp32 only (profile {self.ctx.profile})")
-        try:
-            import diffusers  # noqa: F401
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-        except ImportError as exc:
-            return Availability(False, f"{exc}; install with `pip install -e '.[reference]'`")
-        return Availability(True)
-
-    @property
-    def engine(self):
-        if not hasattr(self, "_engine"):
-            from runtimes.torch_ref import load_engine
-
-            self._engine = load_engine(self.ctx.checkpoint_dir)
-        return self._engine
-
-    def _run(self, case: Case) -> Captures:
-        if case.task == "simple_mode":
-            return self.engine.generate_simple(case)
-        return self.engine.generate(case.request())
-
-    def dit_step(self, xt, t, encoder_hidden_states, context_latents):
-        return self.engine.dit(xt, t, encoder_hidden_states, context_latents)
-
-
 class NotBuiltBackend(Backend):
     """A registered backend whose runtime does not exist in this checkout yet; it always skips, saying so."""
 
@@ -109,30 +79,10 @@ class NotBuiltBackend(Backend):
         return Availability(False, self.how_to_build)
 
 
-class RustBackend(NotBuiltBackend):
-    name = "rust"
-    how_to_build = ("the Rust ORT runtime (rust/) is not implemented in this checkout yet; once it is: "
-                    "`cargo build --release` in rust/")
-
-
-class DllBackend(NotBuiltBackend):
-    name = "dll"
-    how_to_build = ("the Rust C-ABI library (rust/, cdylib) is not implemented in this checkout yet; once it is: "
-                    "`cargo build --release` in rust/")
-
-
-REGISTRY: dict[str, type[Backend]] = {cls.name: cls for cls in (TorchBackend, RustBackend, DllBackend)}
+REGISTRY: dict[str, type[Backend]] = {}
 
 
 def register(cls: type[Backend]) -> type[Backend]:
-    """Class decorator for backends defined elsewhere (e.g. ``runtimes.py_ort``)."""
+    """Class decorator: each backend module registers its adapter under ``cls.name``."""
     REGISTRY[cls.name] = cls
     return cls
-
-
-def load_optional_backends() -> None:
-    """Backends living in runtimes/ register themselves on import; a missing one simply stays unregistered."""
-    try:
-        import runtimes.py_ort.backend  # noqa: F401
-    except ImportError:
-        pass

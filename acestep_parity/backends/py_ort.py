@@ -1,0 +1,50 @@
+"""The ``py_ort`` backend: the minimal Python ONNX Runtime runtime (``runtimes.py_ort``) on the shared ONNX
+folder (:mod:`acestep_parity.backends.onnx_folder`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from acestep_parity.backends.base import Availability, Backend, register
+from acestep_parity.backends.onnx_folder import OnnxFolderUnavailable, onnx_folder
+from acestep_parity.cases import Case
+from acestep_parity.host.pipeline import Captures
+
+
+@register
+class PyOrtBackend(Backend):
+    name = "py_ort"
+
+    def availability(self) -> Availability:
+        try:
+            import onnxruntime  # noqa: F401
+            import tokenizers  # noqa: F401
+        except ImportError as exc:
+            return Availability(False, f"{exc}; install with `pip install -e .`")
+        try:
+            _ = self.onnx_dir  # exports on first use
+        except OnnxFolderUnavailable as exc:
+            return Availability(False, str(exc))
+        return Availability(True)
+
+    @property
+    def onnx_dir(self) -> Path:
+        if not hasattr(self, "_onnx_dir"):
+            self._onnx_dir = onnx_folder(self.ctx)
+        return self._onnx_dir
+
+    @property
+    def engine(self):
+        if not hasattr(self, "_engine"):
+            from runtimes.py_ort.pipeline import load_engine
+
+            self._engine = load_engine(self.onnx_dir)
+        return self._engine
+
+    def _run(self, case: Case) -> Captures:
+        if case.task == "simple_mode":
+            return self.engine.generate_simple(case)
+        return self.engine.generate(case.request())
+
+    def dit_step(self, xt, t, encoder_hidden_states, context_latents):
+        return self.engine.dit(xt, t, encoder_hidden_states, context_latents)

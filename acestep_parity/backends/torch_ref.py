@@ -1,0 +1,39 @@
+"""The ``torch`` backend: the PyTorch reference pipeline (``runtimes.torch_ref``), fp32 only."""
+
+from __future__ import annotations
+
+from acestep_parity.backends.base import Availability, Backend, register
+from acestep_parity.cases import Case
+from acestep_parity.host.pipeline import Captures
+
+
+@register
+class TorchBackend(Backend):
+    name = "torch"
+
+    def availability(self) -> Availability:
+        if self.ctx.profile != "fp32":
+            return Availability(False, f"the PyTorch reference is fp32 only (profile {self.ctx.profile})")
+        try:
+            import diffusers  # noqa: F401
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError as exc:
+            return Availability(False, f"{exc}; install with `pip install -e '.[reference]'`")
+        return Availability(True)
+
+    @property
+    def engine(self):
+        if not hasattr(self, "_engine"):
+            from runtimes.torch_ref import load_engine
+
+            self._engine = load_engine(self.ctx.checkpoint_dir)
+        return self._engine
+
+    def _run(self, case: Case) -> Captures:
+        if case.task == "simple_mode":
+            return self.engine.generate_simple(case)
+        return self.engine.generate(case.request())
+
+    def dit_step(self, xt, t, encoder_hidden_states, context_latents):
+        return self.engine.dit(xt, t, encoder_hidden_states, context_latents)
