@@ -17,8 +17,8 @@ keyscale           str                         "" renders "N/A"
 timesignature      str                         numerator ("4" = 4/4); "" renders "N/A"
 duration           number <= 600, or null      seconds; absent, null or <= 0: upstream's "no duration" (-1):
                                                120 s of latents and "30 seconds" in the metas string
-                                               simple_mode: required, the planner's max_duration
-                                               (10..600, caps the LM's duration field; upstream: GPU tier)
+                                               simple_mode: the planner's max_duration (10..600, caps the
+                                               LM's duration field; upstream: GPU tier); absent: 240 (CPU tier)
 seeds              list[int >= 0], 1..8 items  one per batch item; batch size = len(seeds)
 shift              number > 0                  snapped to 1/2/3 (ties to the smaller), default 1.0
 timesteps          list[number] or null        custom schedule, snapped to the valid turbo timesteps
@@ -160,7 +160,7 @@ def load_case(path: Path) -> Case:
         raise _fail(path, "output_format", f"{fmt!r} is not one of {FORMATS}")
     if data["task"] == "simple_mode" and not data.get("query"):
         raise _fail(path, "query", "simple_mode needs the user query for the LM planner")
-    if data["task"] == "simple_mode" and (duration is None or duration < 10):
+    if data["task"] == "simple_mode" and duration is not None and duration < 10:
         raise _fail(path, "duration", f"{duration} is the planner's max_duration and must be 10..600 s "
                                       "(DURATION_MIN..DURATION_MAX)")
 

@@ -375,3 +375,13 @@ def test_case_schema_rejects_out_of_range_values(tmp_path):
         path.write_text(json.dumps({**base, field: value}))
         with pytest.raises(CaseError, match=field):
             load_case(path)
+
+
+def test_simple_mode_case_without_duration_gets_the_cpu_tier(tmp_path):
+    from acestep_parity.cases import load_case
+
+    path = tmp_path / "simple_mode_y.json"
+    path.write_text(json.dumps({"id": "simple_mode_y", "task": "simple_mode", "query": "q", "seeds": [1]}))
+    case = load_case(path)
+    assert planner.case_request(case).max_duration == planner.CPU_MAX_DURATION == 240
+    assert planner.text2music_fields({"caption": "c"}, "unknown", case.duration)["duration"] is None

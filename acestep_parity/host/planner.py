@@ -214,30 +214,29 @@ def captures(result: PlannerResult) -> dict[str, np.ndarray]:
     }
 
 
-def text2music_fields(sample: dict, language_fallback: str, duration_fallback: float) -> dict:
+def text2music_fields(sample: dict, language_fallback: str, duration_fallback: float | None) -> dict:
     """The planner's fields as a text2music request (upstream's UI/API hand-off): caption, lyrics, bpm, keyscale,
     timesignature, duration, and the detected language as the lyric language ("unknown" when empty). Values pass
     through unvalidated, as upstream's UI passes them. A missing duration falls back to ``duration_fallback`` (the
-    case's cap; upstream would pass -1 and pick its own)."""
+    case's cap; None = upstream's "no duration", as its UI would pass -1)."""
     return {
         "caption": sample.get("caption", ""), "lyrics": sample.get("lyrics", ""),
         "language": sample.get("language") or language_fallback,
         "bpm": sample.get("bpm"),
         "keyscale": sample.get("keyscale", ""), "timesignature": sample.get("timesignature", ""),
-        "duration": float(sample["duration"]) if sample.get("duration") else float(duration_fallback),
+        "duration": float(sample["duration"]) if sample.get("duration") else duration_fallback,
     }
 
 
-_TABLES: dict[tuple, FsmTables] = {}
-
-
 def fsm_tables(tok: LmTokenizer, checkpoint_dir, max_duration: int) -> FsmTables:
-    """The FSM tables for a tokenizer, the genres list and ``max_duration`` (built once per combination)."""
+    """The FSM tables for a tokenizer, the genres list and ``max_duration``, built once per combination and kept
+    on the tokenizer object (upstream builds its processor once per loaded LM)."""
     path = genres_path(checkpoint_dir)
-    key = (id(tok), str(path), int(max_duration))
-    if key not in _TABLES:
-        _TABLES[key] = FsmTables(tok, load_genres(path.read_text(encoding="utf-8")), int(max_duration))
-    return _TABLES[key]
+    key = (str(path), int(max_duration))
+    cache = tok.__dict__.setdefault("_fsm_tables", {})
+    if key not in cache:
+        cache[key] = FsmTables(tok, load_genres(path.read_text(encoding="utf-8")), int(max_duration))
+    return cache[key]
 
 
 def case_vocal_language(case) -> str | None:
@@ -246,11 +245,19 @@ def case_vocal_language(case) -> str | None:
     return None if not lang or lang == "unknown" else lang
 
 
+CPU_MAX_DURATION = 240  # upstream gpu_config: max_duration_with_lm without a GPU (the reference platform)
+
+
+def case_max_duration(case) -> int:
+    """A simple_mode case's ``duration`` pins upstream's machine-dependent ``max_duration`` (the cap of the LM's
+    ``duration`` field and so of the audio); without one, upstream's value on a CPU-only machine, 240 s."""
+    return int(case.duration) if case.duration else CPU_MAX_DURATION
+
+
 def case_request(case, sampling: SamplingParams | None = None) -> PlannerRequest:
-    """simple_mode case -> planner request; the case's ``duration`` pins upstream's machine-dependent
-    ``max_duration`` (the cap of the LM's ``duration`` field and so of the generated audio)."""
+    """simple_mode case -> planner request (see :func:`case_max_duration`)."""
     return PlannerRequest(query=case.query, instrumental=case.instrumental,
-                          vocal_language=case_vocal_language(case), max_duration=int(case.duration),
+                          vocal_language=case_vocal_language(case), max_duration=case_max_duration(case),
                           sampling=sampling or SamplingParams())
 
 
@@ -274,5 +281,5 @@ def run_simple_mode(lm: LmEngine, tok: LmTokenizer, checkpoint_dir, case, text2m
 def golden_planner_record(lm_hashes: dict[str, str], case) -> dict:
     """What a simple-mode golden depends on besides the case file: the LM files, the genres list (an input,
     not part of upstream's checkpoint), the pinned ``max_duration`` and the sampling mode."""
-    return {"lm_files": dict(sorted(lm_hashes.items())), "max_duration": int(case.duration),
+    return {"lm_files": dict(sorted(lm_hashes.items())), "max_duration": case_max_duration(case),
             "sampling": "greedy (temperature 0)"}
