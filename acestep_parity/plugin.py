@@ -288,9 +288,12 @@ def golden(golden_store: GoldenStore, runnable_case: Case, parity_session: Parit
         return golden_store.load(runnable_case.id, runnable_case.sha256,
                                  planner=planner_record(parity_session, runnable_case))
     except GoldenMissing as exc:
-        pytest.skip(str(exc))
+        message, missing = str(exc), True
     except GoldenError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message, missing = str(exc), False
+    if missing:  # outside the except blocks, so the report shows the message once, not a chained traceback
+        pytest.skip(message)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture

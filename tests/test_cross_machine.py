@@ -1,9 +1,14 @@
-"""The golden gates hold off this machine's default kernels: the reference re-run under another ISA setting.
+"""The gates hold off this machine's default kernels: the reference re-run under another MKL / ISA setting.
 
 The golden may come from another CPU; its gates (``*~golden`` in cases/tolerances.json) were set from cross-vendor
-figures with margin (docs/parity_ops.md). This test checks that margin on every CI run instead of hoping for it:
-the reference runs in a fresh process with AVX2 kernels and one thread on an AVX-512 machine (the scalar ATen
-path and oneDNN SSE4.1 on an AVX2 one) and must pass the ``torch~golden`` gates on every case and tensor.
+figures with margin (docs/parity_ops.md). This checks that margin on every CI run instead of hoping for it: the
+reference runs in a fresh process on MKL's AVX2 code path with AVX2 ATen/oneDNN kernels and one thread on an
+AVX-512 machine (MKL's compatible path, scalar ATen and oneDNN SSE4.1 on an AVX2 one) and must pass
+
+* the ``torch~golden`` gates against the golden (what another CPU's reference must pass), and
+* the ``py_ort~torch`` gates against this session's py_ort run (a live pair on a CPU whose MKL takes that path),
+
+on every case, tensor and step.
 """
 
 from __future__ import annotations
@@ -32,15 +37,42 @@ def other_isa_runs(parity_session, tmp_path_factory) -> tuple[str, dict[str, Pat
     return setting.name, files
 
 
+def _check_per_step(check, ref: np.ndarray, cand: np.ndarray, *, tensor: str, **kwargs) -> None:
+    """vt and xt are gated step by step, as the parity tests gate them; other tensors whole."""
+    if tensor in ("vt", "xt"):
+        for step, (r, c) in enumerate(zip(ref, cand, strict=True)):
+            check(r, c, tensor=tensor, step=step, mode="free", **kwargs)
+    else:
+        check(ref, cand, tensor=tensor, **kwargs)
+
+
 @pytest.mark.parity
 @pytest.mark.tensors(*TENSORS)
 def test_reference_under_other_isa(case, runnable_case, golden, tensor, other_isa_runs, check, record_property):
-    """torch under another ISA/thread setting vs the golden, with the golden gates (pair ``torch[<setting>]~golden``)."""
+    """torch under another MKL/ISA/thread setting vs the golden, with the golden gates (``torch[<setting>]~golden``)."""
     setting, files = other_isa_runs
     record_property("isa_setting", setting)
     if tensor not in golden:
         pytest.skip(f"the golden of {case.id} omits {tensor} (size limit)")
     with np.load(files[case.id]) as data:
         cand = data[tensor]
-    check(golden[tensor], cand, tensor=tensor, pair=f"torch[{setting}]~golden", gate_pair=GATE_PAIR,
-          profile="fp32", case=case)
+    _check_per_step(check, golden[tensor], cand, tensor=tensor, pair=f"torch[{setting}]~golden",
+                    gate_pair=GATE_PAIR, profile="fp32", case=case)
+
+
+@pytest.mark.parity
+@pytest.mark.tensors(*TENSORS)
+def test_live_pair_under_other_isa(parity_session, case, runnable_case, tensor, other_isa_runs, check,
+                                   record_property):
+    """py_ort (this session) vs torch under another MKL/ISA setting, with the live ``py_ort~torch`` gates: the
+    torch side of a live pair moves with the CPU's MKL code path, and the live gates must allow for it."""
+    setting, files = other_isa_runs
+    record_property("isa_setting", setting)
+    backend = parity_session.backend("py_ort", "fp32")
+    availability = backend.availability()
+    if not availability.ok:
+        pytest.skip(f"py_ort unavailable: {availability.reason}")
+    with np.load(files[case.id]) as data:
+        ref = data[tensor]
+    _check_per_step(check, ref, backend.run_case(runnable_case)[tensor], tensor=tensor,
+                    pair=f"py_ort~torch[{setting}]", gate_pair="py_ort~torch", profile="fp32", case=case)
