@@ -251,7 +251,7 @@ def generate(preset: Preset, out: Path) -> dict[str, str]:
         {k: vae_tensor(seed + 2, k, s) for k, s in layout.vae_checkpoint_shapes(vcfg).items()},
     )
 
-    write_lm(preset.lm, out / LM_DIR, seed + 3)
+    write_lm(preset.lm, out / LM_DIR, preset.lm.seed if preset.lm.seed is not None else seed + 3)
 
     hashes = {
         str(p.relative_to(out)): sha256_file(p)

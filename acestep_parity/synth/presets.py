@@ -65,10 +65,14 @@ class LmPreset:
     audio_codes: int
     peak: float = 6.0
     spread: float = 4.0
+    seed: int | None = None  # PCG64 seed of the LM tensors; None = the checkpoint preset's seed + 3
 
 
+# seed 1: of the LM seeds 1..12 tried (and the default), one that gives the five simple_mode cases five distinct
+# plans with every stream ending in ~60 tokens and the smallest top-1/top-2 margin 0.062 (the default's: 4 distinct
+# plans, margin 0.050). The seed is arbitrary; the selection is recorded here so nothing is hidden.
 TINY_LM = LmPreset(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, head_dim=16, bpe_vocab_size=1024, audio_codes=64)
+                   num_key_value_heads=2, head_dim=16, bpe_vocab_size=1024, audio_codes=64, seed=1)
 # Qwen3-0.6B widths and the real 65,535 audio-code tokens (the BPE part stays small: random weights anyway).
 FULL_LM = LmPreset(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
                    num_key_value_heads=8, head_dim=128, bpe_vocab_size=4096, audio_codes=65535)
