@@ -160,9 +160,6 @@ def load_case(path: Path) -> Case:
         raise _fail(path, "output_format", f"{fmt!r} is not one of {FORMATS}")
     if data["task"] == "simple_mode" and not data.get("query"):
         raise _fail(path, "query", "simple_mode needs the user query for the LM planner")
-    if data["task"] == "simple_mode" and duration is not None and duration < 10:
-        raise _fail(path, "duration", f"{duration} is the planner's max_duration and must be 10..600 s "
-                                      "(DURATION_MIN..DURATION_MAX)")
 
     return Case(
         id=data["id"], task=data["task"], path=path, description=data.get("description", ""),

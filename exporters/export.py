@@ -333,7 +333,7 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         has_lm,
         read_json,
     )
-    from acestep_parity.runtime_assets import copy_runtime_assets
+    from acestep_parity.runtime_assets import asset_records, copy_runtime_assets
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     base_hashes = checkpoint_hashes if checkpoint_hashes is not None else file_hashes(checkpoint_dir)
@@ -374,8 +374,10 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         "graphs": {n: records[n] for n in GRAPH_SPECS if n in records},
         "export_seconds_total": round(time.perf_counter() - total, 2),
     }
+    # tokenizer + silence latent (.pt and a language-neutral .npy): the folder is self-contained
+    copy_runtime_assets(checkpoint_dir, out_dir)
+    manifest["assets"] = asset_records(out_dir)
     write_manifest(out_dir, manifest)
-    copy_runtime_assets(checkpoint_dir, out_dir)  # tokenizer + silence latent: the folder is self-contained
     return manifest
 
 

@@ -80,3 +80,22 @@ def test_live_pair_under_other_isa(parity_session, case, runnable_case, tensor, 
         ref = data[tensor]
     _check_per_step(check, ref, backend.run_case(runnable_case)[tensor], tensor=tensor,
                     pair=f"py_ort~torch[{setting}]", gate_pair="py_ort~torch", profile="fp32", case=case)
+
+
+def test_spread_compare_is_per_step_and_worst_over_runs():
+    """The sweep reports what the parity tests gate: the worst step of vt/xt, the worst of several runs."""
+    golden = {"vt": np.zeros((3, 1, 4, 2), np.float32), "audio": np.ones((1, 2, 8), np.float32)}
+    run = {"vt": golden["vt"].copy(), "audio": golden["audio"].copy()}
+    run["vt"][1] += 0.5  # one whole step off
+    row = spread.compare(golden, run)
+    assert row["vt"] == {"max_abs": 0.5, "rmse": 0.5}  # the step's own rmse, not diluted over three steps
+    assert row["audio"]["max_abs"] == 0.0
+    merged = spread.worst([row, {"vt": {"max_abs": 0.25, "rmse": 0.75}, "audio": {"snr_db": 40.0}}])
+    assert merged["vt"] == {"max_abs": 0.5, "rmse": 0.75} and merged["audio"]["snr_db"] == 40.0
+
+
+def test_other_isa_setting_moves_off_the_default_path():
+    setting = spread.other_isa_setting()
+    assert setting.env["OMP_NUM_THREADS"] == "1" and "MKL_CBWR" in setting.env
+    names = [s.name for s in spread.sweep_settings()]
+    assert names[0] == "default" and "mkl-cbwr-avx2" in names and len(set(names)) == len(names)

@@ -78,6 +78,8 @@ def _backend(parity_session, name: str):
     availability = instance.availability()
     if not availability.ok:
         pytest.skip(f"backend {name} ({PROFILE}) unavailable: {availability.reason}")
+    if "simple_mode" not in instance.tasks:
+        pytest.skip(f"backend {name}: {instance.missing_task_reason}")
     return instance
 
 

@@ -42,6 +42,9 @@ class Backend:
 
     name = "base"
     profiles: tuple[str, ...] = ("fp32",)
+    # Case tasks the backend runs; a case of another task skips on it, saying why (simple mode needs an LM stage).
+    tasks: tuple[str, ...] = ("text2music", "simple_mode")
+    missing_task_reason = "it has no 5 Hz LM planner stage yet (simple mode)"
 
     def __init__(self, ctx: BackendContext):
         self.ctx = ctx

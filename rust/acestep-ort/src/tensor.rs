@@ -1,0 +1,156 @@
+//! Named host arrays (the capture points) and their npz form: the same names, dtypes and shapes as
+//! Python's `Captures.arrays` (`acestep_parity/host/pipeline.py`).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::{NpzReader, NpzWriter};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ArrayError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// One host array: float32, int64 or bool, row-major.
+#[derive(Debug, Clone)]
+pub enum Tensor {
+    F32(ArrayD<f32>),
+    I64(ArrayD<i64>),
+    Bool(ArrayD<bool>),
+}
+
+impl Tensor {
+    pub fn f32(shape: &[usize], data: Vec<f32>) -> Result<Self, ArrayError> {
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .map(Tensor::F32)
+            .map_err(|e| ArrayError::Shape(format!("shape {shape:?}: {e}")))
+    }
+
+    pub fn i64(shape: &[usize], data: Vec<i64>) -> Result<Self, ArrayError> {
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .map(Tensor::I64)
+            .map_err(|e| ArrayError::Shape(format!("shape {shape:?}: {e}")))
+    }
+
+    pub fn bool(shape: &[usize], data: Vec<bool>) -> Result<Self, ArrayError> {
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .map(Tensor::Bool)
+            .map_err(|e| ArrayError::Shape(format!("shape {shape:?}: {e}")))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Tensor::F32(a) => a.shape(),
+            Tensor::I64(a) => a.shape(),
+            Tensor::Bool(a) => a.shape(),
+        }
+    }
+
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            Tensor::F32(_) => "float32",
+            Tensor::I64(_) => "int64",
+            Tensor::Bool(_) => "bool",
+        }
+    }
+
+    /// Values as f64 (for comparisons).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            Tensor::F32(a) => a.iter().map(|&x| x as f64).collect(),
+            Tensor::I64(a) => a.iter().map(|&x| x as f64).collect(),
+            Tensor::Bool(a) => a.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
+        }
+    }
+}
+
+/// Ordered named arrays (insertion order = Python's dict order).
+#[derive(Debug, Clone, Default)]
+pub struct Arrays {
+    pub items: Vec<(String, Tensor)>,
+}
+
+impl Arrays {
+    pub fn insert(&mut self, name: &str, t: Tensor) {
+        if let Some(slot) = self.items.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = t;
+        } else {
+            self.items.push((name.to_string(), t));
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.items.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Write every array to an (uncompressed) `.npz`, each as `<name>.npy` like `numpy.savez`.
+    pub fn write_npz(&self, path: &Path) -> Result<(), ArrayError> {
+        let io = |message: String| ArrayError::Io { path: path.display().to_string(), message };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| io(e.to_string()))?;
+        }
+        let file = File::create(path).map_err(|e| io(e.to_string()))?;
+        let mut npz = NpzWriter::new(BufWriter::new(file));
+        for (name, t) in &self.items {
+            let r = match t {
+                Tensor::F32(a) => npz.add_array(name.as_str(), a),
+                Tensor::I64(a) => npz.add_array(name.as_str(), a),
+                Tensor::Bool(a) => npz.add_array(name.as_str(), a),
+            };
+            r.map_err(|e| io(format!("{name}: {e}")))?;
+        }
+        npz.finish().map_err(|e| io(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// An `.npz` opened for reading arrays by name.
+pub struct NpzFile {
+    path: String,
+    reader: NpzReader<File>,
+    names: Vec<String>,
+}
+
+impl NpzFile {
+    pub fn open(path: &Path) -> Result<Self, ArrayError> {
+        let io = |message: String| ArrayError::Io { path: path.display().to_string(), message };
+        let file = File::open(path).map_err(|e| io(e.to_string()))?;
+        let mut reader = NpzReader::new(file).map_err(|e| io(e.to_string()))?;
+        let names = reader.names().map_err(|e| io(e.to_string()))?;
+        Ok(Self { path: path.display().to_string(), reader, names })
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn err(&self, name: &str, message: String) -> ArrayError {
+        ArrayError::Io { path: self.path.clone(), message: format!("array {name:?}: {message}") }
+    }
+
+    pub fn f32(&mut self, name: &str) -> Result<ArrayD<f32>, ArrayError> {
+        if !self.names.iter().any(|n| n == name) {
+            return Err(self.err(name, format!("missing (the file has {:?})", self.names)));
+        }
+        let r = self.reader.by_name(name);
+        r.map_err(|e| self.err(name, format!("{e} (expected float32)")))
+    }
+
+    /// Any of float32 / int64 / bool.
+    pub fn any(&mut self, name: &str) -> Result<Tensor, ArrayError> {
+        if let Ok(a) = self.reader.by_name::<ndarray::OwnedRepr<f32>, IxDyn>(name) {
+            return Ok(Tensor::F32(a));
+        }
+        if let Ok(a) = self.reader.by_name::<ndarray::OwnedRepr<i64>, IxDyn>(name) {
+            return Ok(Tensor::I64(a));
+        }
+        let r = self.reader.by_name::<ndarray::OwnedRepr<bool>, IxDyn>(name);
+        r.map(Tensor::Bool).map_err(|e| self.err(name, e.to_string()))
+    }
+}
