@@ -6,16 +6,19 @@ Schema (``docs/parity_ops.md`` documents it for users):
 field              type                        meaning
 =================  ==========================  =========================================================
 id                 str (required)              must equal the file stem, e.g. ``text2music_01``
-task               "text2music"|"simple_mode"  simple_mode cases need the 5 Hz LM planner (not built yet)
+task               "text2music"|"simple_mode"  simple_mode: the 5 Hz LM planner writes caption/lyrics/metas first
 description        str                         what the case is there to break
 caption            str                         the music description ("" allowed, as upstream's default)
 lyrics             str                         "" (none) or "[Instrumental]" for no vocals
-language           str                         lyric language header, default "unknown" (upstream)
+language           str                         lyric language header, default "unknown" (upstream);
+                                               simple_mode: the planner's vocal_language (injected)
 bpm                int 30..300 or null         null renders "N/A"
 keyscale           str                         "" renders "N/A"
 timesignature      str                         numerator ("4" = 4/4); "" renders "N/A"
 duration           number <= 600, or null      seconds; absent, null or <= 0: upstream's "no duration" (-1):
                                                120 s of latents and "30 seconds" in the metas string
+                                               simple_mode: the planner's max_duration (10..600, caps the
+                                               LM's duration field; upstream: GPU tier); absent: 240 (CPU tier)
 seeds              list[int >= 0], 1..8 items  one per batch item; batch size = len(seeds)
 shift              number > 0                  snapped to 1/2/3 (ties to the smaller), default 1.0
 timesteps          list[number] or null        custom schedule, snapped to the valid turbo timesteps

@@ -19,9 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from acestep_parity.host.lm_vocab import LM_DIR
+
 DIT_DIR = "acestep-v15-turbo"
 VAE_DIR = "vae"
 TEXT_DIR = "Qwen3-Embedding-0.6B"
+LM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")  # simple mode only
 WEIGHT_NAMES = ("model.safetensors", "diffusion_pytorch_model.safetensors")
 REQUIRED_FILES = (
     f"{DIT_DIR}/config.json",
@@ -155,6 +158,8 @@ class ReferenceModels:
     silence_latent: np.ndarray
     tokenizer_path: Path
     extras: dict = field(default_factory=dict)
+    lm: object = None  # the 5 Hz LM (Qwen3ForCausalLM) when the checkpoint has acestep-5Hz-lm-0.6B/
+    lm_config: dict | None = None
 
 
 def _dit_kwargs(cfg: dict) -> dict:
@@ -275,8 +280,65 @@ def load_reference_models(root: Path) -> ReferenceModels:
             text_tensors = {k.removeprefix("model."): v for k, v in text_tensors.items()}
         strict_load(text_encoder, text_tensors, text_file, text_cfg_path, ignored=_TEXT_IGNORED_KEYS)
 
+    lm, lm_cfg = load_lm(root) if has_lm(root) else (None, None)
     return ReferenceModels(
         root=root, dit_config=dit_cfg, vae_config=vae_cfg, text_config=text_cfg, transformer=transformer,
         condition_encoder=condition_encoder, audio_tokenizer=audio_tokenizer, audio_detokenizer=audio_detokenizer,
         vae=vae, text_encoder=text_encoder, silence_latent=silence, tokenizer_path=root / TEXT_DIR / "tokenizer.json",
+        lm=lm, lm_config=lm_cfg,
     )
+
+
+def lm_file_hashes(root: Path, genres_path: Path | None = None) -> dict[str, str]:
+    """SHA-256 of the LM folder's required files and of the genres list (the planner's inputs)."""
+    from acestep_parity.hashing import sha256_file
+
+    root = Path(root)
+    out = {f"{LM_DIR}/{name}": sha256_file(root / LM_DIR / name) for name in LM_FILES}
+    from acestep_parity.host.lm_vocab import genres_path as default_genres
+
+    genres = Path(genres_path) if genres_path else default_genres(root)
+    out["genres_vocab.txt"] = sha256_file(genres)
+    return out
+
+
+def has_lm(root: Path) -> bool:
+    """Whether the checkpoint carries the planner folder (its config); a partial folder fails in :func:`load_lm`."""
+    return (Path(root) / LM_DIR / "config.json").is_file()
+
+
+def check_lm_layout(root: Path) -> Path:
+    folder = Path(root) / LM_DIR
+    missing = [name for name in LM_FILES if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"the 5 Hz LM folder {folder} lacks {', '.join(missing)} (simple mode needs it; the "
+                              "synthetic generator writes one, `acestep-parity synth`)")
+    return folder
+
+
+def build_lm(cfg: dict):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
+    config._attn_implementation = "sdpa"
+    return Qwen3ForCausalLM(config).eval()
+
+
+def load_lm(root: Path):
+    """``acestep-5Hz-lm-*`` as a transformers ``Qwen3ForCausalLM`` (float32, CPU), strictly: every saved key
+    (``model.*``, ``lm_head.weight`` unless ``tie_word_embeddings``) must match the config's shapes."""
+    import torch
+
+    folder = check_lm_layout(root)
+    cfg_path = folder / "config.json"
+    cfg = read_json(cfg_path)
+    weights = folder / "model.safetensors"
+    tensors = _load_safetensors(weights)
+    if cfg.get("tie_word_embeddings", False) and "lm_head.weight" not in tensors:
+        if "model.embed_tokens.weight" in tensors:
+            tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model = build_lm(cfg)
+        strict_load(model, tensors, weights, cfg_path)
+    return model, cfg

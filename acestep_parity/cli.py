@@ -33,15 +33,24 @@ def cmd_freeze(args: argparse.Namespace) -> int:
     hashes = file_hashes(ckpt)
     cid = checkpoint_id(ckpt, hashes)
     store = GoldenStore(Path(args.golden_dir) / cid, cid, hashes, ckpt if args.checkpoint_dir else None)
-    cases = [c for c in valid_cases(discover_cases(Path(args.cases_dir), args.case)) if c.task == "text2music"]
+    from acestep_parity.checkpoint import has_lm, lm_file_hashes
+    from acestep_parity.host.planner import golden_planner_record
+
+    tasks = ("text2music", "simple_mode") if has_lm(ckpt) else ("text2music",)
+    cases = [c for c in valid_cases(discover_cases(Path(args.cases_dir), args.case)) if c.task in tasks]
     if not cases:
-        print("no text2music case matched", file=sys.stderr)
+        print(f"no {' or '.join(tasks)} case matched", file=sys.stderr)
         return 2
     engine = load_engine(ckpt)
     for case in cases:
         start = time.perf_counter()
-        caps = engine.generate(case.request(), progress=stderr_progress())
-        path = store.write(case.id, case.sha256, caps.arrays)
+        if case.task == "simple_mode":
+            caps = engine.generate_simple(case, progress=stderr_progress())
+            path = store.write(case.id, case.sha256, caps.arrays,
+                               planner=golden_planner_record(lm_file_hashes(ckpt), case))
+        else:
+            caps = engine.generate(case.request(), progress=stderr_progress())
+            path = store.write(case.id, case.sha256, caps.arrays)
         print(f"froze {case.id} -> {path} ({time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -54,7 +63,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     case = resolve_case(args.case, Path(args.cases_dir))
     ckpt = paths.resolve_checkpoint_dir(args.checkpoint_dir)
     engine = load_engine(ckpt)
-    caps = engine.generate(case.request(), progress=stderr_progress())
+    if case.task == "simple_mode":
+        caps = engine.generate_simple(case, progress=stderr_progress())
+    else:
+        caps = engine.generate(case.request(), progress=stderr_progress())
     out = Path(args.out)
     for b in range(case.batch_size):
         target = out if case.batch_size == 1 else out.with_name(f"{out.stem}_{b}{out.suffix}")

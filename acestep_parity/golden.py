@@ -30,6 +30,11 @@ GOLDEN_CAPTURES = (
     "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
     "noise", "xt", "vt", "pred_latents", "audio",
 )
+# Simple mode adds the planner's captures, kept small: token stream, per-step top-k raw logits (ids + values),
+# per-step digests of the FSM's allowed-token mask, margins, output text and parsed metadata (not the full
+# [steps, V] logits or masks: 217k-token vocab x 3500 steps would be gigabytes for the real LM).
+LM_GOLDEN_CAPTURES = ("lm_prompt_ids", "lm_tokens", "lm_topk_ids", "lm_topk_logits", "lm_mask_digests",
+                      "lm_margins", "lm_text", "lm_metadata")
 MAX_CASE_BYTES = 8 * 1024 * 1024
 LIBRARIES = ("torch", "transformers", "diffusers", "tokenizers", "numpy", "safetensors", "onnxruntime")
 
@@ -87,7 +92,11 @@ class GoldenStore:
             )
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
-    def write(self, case_id: str, case_sha256: str, arrays: dict[str, np.ndarray]) -> Path:
+    def write(self, case_id: str, case_sha256: str, arrays: dict[str, np.ndarray],
+              planner: dict | None = None) -> Path:
+        """``planner`` (simple mode): the LM inputs the captures depend on (LM file hashes, genres list hash,
+        max_duration, sampling), recorded in the case's manifest entry and checked by :meth:`load`; the planner's
+        captures (:data:`LM_GOLDEN_CAPTURES`) are then stored too and never omitted for size."""
         from acestep_parity.machine import describe
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -96,6 +105,8 @@ class GoldenStore:
         while sum(v.nbytes for v in kept.values()) > MAX_CASE_BYTES:
             kept.pop(max(kept, key=lambda k: kept[k].nbytes))
         omitted = {k: v for k, v in captured.items() if k not in kept}
+        if planner is not None:
+            kept.update({k: np.asarray(arrays[k]) for k in LM_GOLDEN_CAPTURES})
         path = self.root / f"{case_id}.npz"
         np.savez_compressed(path, **kept)
         manifest = json.loads(self.manifest_path.read_text(encoding="utf-8")) if self.exists() else {}
@@ -116,13 +127,16 @@ class GoldenStore:
                                     "reason": f"{v.nbytes / 2**20:.1f} MiB: the case's captures exceed "
                                               f"{MAX_CASE_BYTES / 2**20:.0f} MiB"}
                                 for k, v in omitted.items()}
+        if planner is not None:
+            entry["planner"] = planner
         manifest.setdefault("cases", {})[case_id] = entry
         manifest["cases"] = dict(sorted(manifest["cases"].items()))
         self.manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return path
 
-    def load(self, case_id: str, case_sha256: str) -> dict[str, np.ndarray]:
-        """The golden arrays of one case, after checking the manifest against checkpoint and case."""
+    def load(self, case_id: str, case_sha256: str, planner: dict | None = None) -> dict[str, np.ndarray]:
+        """The golden arrays of one case, after checking the manifest against checkpoint and case (and, for
+        simple mode, the planner's inputs: LM files, genres list, max_duration)."""
         manifest = self.manifest()
         how = f"re-freeze with `{freeze_command(self.checkpoint_dir)}`"
         if manifest.get("checkpoint_files") != self.checkpoint_hashes:
@@ -133,6 +147,9 @@ class GoldenStore:
                                 f"`{freeze_command(self.checkpoint_dir)} --case {case_id}` (the live pairs still run)")
         if entry["case_sha256"] != case_sha256:
             raise GoldenError(f"case {case_id} changed since its golden was frozen ({self.manifest_path}); {how}")
+        if planner is not None and entry.get("planner") != planner:
+            raise GoldenError(f"the planner inputs of {case_id} (LM files, genres list, max_duration) differ from "
+                              f"{self.manifest_path}: {entry.get('planner')} != {planner}; {how}")
         path = self.root / f"{case_id}.npz"
         if not path.is_file():
             raise GoldenError(f"{path} is missing although the manifest lists it; {how}")
@@ -143,7 +160,8 @@ class GoldenStore:
             raise GoldenError(f"{path} cannot be read ({type(exc).__name__}: {exc}); {how}") from None
         expected = entry.get("arrays", {})
         omitted = entry.get("omitted", {})
-        missing = [k for k in manifest["captures"] if k not in arrays and k not in omitted]
+        wanted = manifest["captures"] + (list(LM_GOLDEN_CAPTURES) if planner is not None else [])
+        missing = [k for k in wanted if k not in arrays and k not in omitted]
         if missing:
             raise GoldenError(f"{path} lacks captures {missing}; {how}")
         for name, array in arrays.items():

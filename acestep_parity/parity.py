@@ -23,6 +23,8 @@ TENSOR_STAGE = {
     "encoder_hidden_states": "COND", "encoder_attention_mask": "COND", "context_latents": "COND",
     "noise": "NOISE", "schedule": "SCHED", "vt": "DiT", "xt": "DiT", "pred_latents": "DiT", "audio": "VAE",
     "audio_decoded": "VAE",
+    "lm_tokens": "LM", "lm_logits": "LM", "lm_topk_logits": "LM", "lm_mask_digests": "LM", "lm_metadata": "LM",
+    "logits": "LM", "present_keys": "LM", "present_values": "LM",
 }
 AUDIO_TENSORS = ("audio", "audio_decoded")
 

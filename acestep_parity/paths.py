@@ -40,10 +40,22 @@ def ensure_synthetic_checkpoint(preset_name: str = "tiny", root: Path | None = N
     preset = get_preset(preset_name)
     base = Path(root) if root else cache_dir() / "checkpoints"
     target = base / f"synth-{preset.name}"
-    if (target / MANIFEST).is_file():
+
+    def complete() -> bool:
+        """Present and made from this preset (a cache from before the LM planner lacks acestep-5Hz-lm-0.6B/; one
+        from an older preset records another preset_config)."""
+        import json
+        from dataclasses import asdict
+
+        if not (target / MANIFEST).is_file() or not (target / "acestep-5Hz-lm-0.6B" / "config.json").is_file():
+            return False
+        recorded = json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("preset_config")
+        return recorded == json.loads(json.dumps(asdict(preset)))
+
+    if complete():
         return target
     with file_lock(base / f".synth-{preset.name}.lock"):
-        if (target / MANIFEST).is_file():
+        if complete():
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".synth-{preset.name}-", dir=base))
         try:

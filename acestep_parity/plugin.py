@@ -133,8 +133,6 @@ def selected_pairs(config: pytest.Config) -> list[Pair]:
 
 
 def _case_steps(case: Case) -> int:
-    if case.task != "text2music":
-        return 8
     return len(resolve_schedule(case.shift, list(case.timesteps) if case.timesteps else None))
 
 
@@ -170,7 +168,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for vals, idl in combos:
         for case in session.cases:
             # A case whose task cannot run yet gets one (skipping) test per function, not one per step/tensor.
-            expand = case.task == "text2music"
+            expand = case.task in ("text2music", "simple_mode")
             steps = (range(_case_steps(case)) if expand else [0]) if "step" in extra else [None]
             tensor_axis = (tensors.args if expand else tensors.args[:1]) if tensors and "tensor" in extra else [None]
             mode_axis = (modes.args if expand else modes.args[:1]) if modes and "mode" in extra else [None]
@@ -205,25 +203,45 @@ def tolerances(parity_session: ParitySession) -> Tolerances:
 
 
 @pytest.fixture
-def runnable_case(case: Case | InvalidCase) -> Case:
-    """The case; a malformed case file fails its own items (file and field named); a case whose task needs a
-    stage that does not exist yet skips."""
+def runnable_case(case: Case | InvalidCase, parity_session: ParitySession) -> Case:
+    """The case; a malformed case file fails its own items (file and field named); a case that needs a component
+    the checkpoint lacks (simple mode: the 5 Hz LM) skips."""
     if isinstance(case, InvalidCase):
         pytest.fail(case.message, pytrace=False)
     if case.task == "simple_mode":
-        pytest.skip(f"{case.id}: simple_mode needs the 5 Hz LM planner stage (query -> caption/lyrics/metas), "
-                    "which this checkout does not implement yet")
+        from acestep_parity.checkpoint import has_lm
+
+        if not has_lm(parity_session.checkpoint[0]):
+            pytest.skip(f"{case.id}: simple_mode needs the 5 Hz LM planner, but {parity_session.checkpoint[0]} has "
+                        "no acestep-5Hz-lm-0.6B/ folder (the synthetic generator writes one)")
     return case
 
 
-def _available_backend(parity_session: ParitySession, name: str, profile: str, role: str) -> Backend:
+def planner_record(parity_session: ParitySession, case: Case) -> dict | None:
+    """The golden-manifest record of a simple-mode case's planner inputs (None for text2music)."""
+    if case.task != "simple_mode":
+        return None
+    from acestep_parity.checkpoint import lm_file_hashes
+    from acestep_parity.host.planner import golden_planner_record
+
+    return golden_planner_record(lm_file_hashes(parity_session.checkpoint[0]), case)
+
+
+def _available_backend(parity_session: ParitySession, name: str, profile: str, role: str,
+                       case: Case | None = None) -> Backend:
     if name not in REGISTRY:
         pytest.skip(f"{role} backend {name} is not part of this checkout")
     instance = parity_session.backend(name, profile)
     availability = instance.availability()
     if not availability.ok:
         pytest.skip(f"{role} backend {name} ({profile}) unavailable: {availability.reason}")
+    if isinstance(case, Case) and case.task not in instance.tasks:
+        pytest.skip(f"{role} backend {name} cannot run {case.id}: {instance.missing_task_reason}")
     return instance
+
+
+def _requested_case(request: pytest.FixtureRequest) -> Case | None:
+    return request.getfixturevalue("case") if "case" in request.fixturenames else None
 
 
 @pytest.fixture
@@ -233,9 +251,10 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def backend(parity_session: ParitySession, backend_name: str, profile: str) -> Backend:
-    """The backend under test; skips (never passes) when it cannot run here, saying why and how to build it."""
-    return _available_backend(parity_session, backend_name, profile, "candidate")
+def backend(parity_session: ParitySession, backend_name: str, profile: str, request: pytest.FixtureRequest) -> Backend:
+    """The backend under test; skips (never passes) when it cannot run here (or cannot run the case's task),
+    saying why and how to build it."""
+    return _available_backend(parity_session, backend_name, profile, "candidate", _requested_case(request))
 
 
 @pytest.fixture
@@ -246,7 +265,7 @@ def reference(parity_session: ParitySession, pair: Pair, profile: str, runnable_
     if not pair.live:
         return request.getfixturevalue("golden")
     ref_profile = profile if pair.reference != "torch" else "fp32"
-    instance = _available_backend(parity_session, pair.reference, ref_profile, "reference")
+    instance = _available_backend(parity_session, pair.reference, ref_profile, "reference", runnable_case)
     return instance.run_case(runnable_case).arrays
 
 
@@ -261,17 +280,21 @@ def golden_store(parity_session: ParitySession, pytestconfig: pytest.Config) -> 
             for case in parity_session.cases:
                 if case.task == "text2music":
                     store.write(case.id, case.sha256, engine.generate(case.request()).arrays)
+                elif case.task == "simple_mode":
+                    store.write(case.id, case.sha256, engine.generate_simple(case).arrays,
+                                planner=planner_record(parity_session, case))
     return store
 
 
 @pytest.fixture
-def golden(golden_store: GoldenStore, runnable_case: Case) -> dict[str, np.ndarray]:
+def golden(golden_store: GoldenStore, runnable_case: Case, parity_session: ParitySession) -> dict[str, np.ndarray]:
     """The frozen reference captures of the case: skip when none exist, fail when stale."""
     if not golden_store.exists():
         pytest.skip(f"no golden for checkpoint {golden_store.checkpoint_id}: run "
                     f"`{freeze_command(golden_store.checkpoint_dir)}` (or pytest --update-golden)")
     try:
-        return golden_store.load(runnable_case.id, runnable_case.sha256)
+        return golden_store.load(runnable_case.id, runnable_case.sha256,
+                                 planner=planner_record(parity_session, runnable_case))
     except GoldenMissing as exc:
         message, missing = str(exc), True
     except GoldenError as exc:

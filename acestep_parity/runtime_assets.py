@@ -24,6 +24,8 @@ ASSETS = {
 }
 # Written from an asset rather than copied: name -> the asset it is derived from.
 DERIVED_ASSETS = {"silence_latent.npy": "silence_latent.pt"}
+# The planner's host assets (simple mode), copied under the same folder name when the checkpoint has the LM.
+LM_ASSETS = ("tokenizer.json", "tokenizer_config.json", "genres_vocab.txt")
 
 
 def write_silence_latent_npy(pt_path: Path, npy_path: Path) -> Path:
@@ -47,6 +49,15 @@ def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> list[Path]:
         written.append(target)
     written.append(write_silence_latent_npy(Path(onnx_dir) / "silence_latent.pt",
                                             Path(onnx_dir) / "silence_latent.npy"))
+    from acestep_parity.host.lm_vocab import LM_DIR, genres_path
+
+    if (Path(checkpoint_dir) / LM_DIR / "config.json").is_file():
+        (Path(onnx_dir) / LM_DIR).mkdir(parents=True, exist_ok=True)
+        for name in LM_ASSETS:
+            source = genres_path(checkpoint_dir) if name == "genres_vocab.txt" else Path(checkpoint_dir) / LM_DIR / name
+            target = Path(onnx_dir) / LM_DIR / name
+            shutil.copyfile(source, target)
+            written.append(target)
     manifest = Path(onnx_dir) / "manifest.json"
     if manifest.is_file():  # a folder exported before: record the assets it now has
         data = json.loads(manifest.read_text(encoding="utf-8"))
@@ -58,7 +69,9 @@ def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> list[Path]:
 def asset_records(onnx_dir: Path) -> dict[str, dict]:
     """Manifest entries of every asset present in ``onnx_dir``: ``{name: {"file", "bytes", "sha256"}}``."""
     records = {}
-    for name in (*ASSETS, *DERIVED_ASSETS):
+    from acestep_parity.host.lm_vocab import LM_DIR
+
+    for name in (*ASSETS, *DERIVED_ASSETS, *(f"{LM_DIR}/{n}" for n in LM_ASSETS)):
         path = Path(onnx_dir) / name
         if path.is_file():
             records[name] = {"file": name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}

@@ -153,7 +153,8 @@ def _worker(argv: list[str]) -> int:
     cases = {c.id: c for c in valid_cases(discover_cases(Path(args.cases_dir), args.case_ids))}
     engine = load_engine(Path(args.checkpoint_dir))
     for cid in args.case_ids:
-        caps = engine.generate(cases[cid].request())
+        case = cases[cid]
+        caps = engine.generate_simple(case) if case.task == "simple_mode" else engine.generate(case.request())
         np.savez(Path(args.out) / f"{cid}.npz", **{k: v for k, v in caps.arrays.items() if k in COMPARED})
     print(json.dumps({"cases": args.case_ids}))
     return 0

@@ -30,6 +30,7 @@ from exporters.specs import (
     AXES,
     EXPORTER,
     GRAPH_SPECS,
+    LM_GRAPHS,
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
     ORT,
@@ -80,6 +81,24 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def with_lm_hashes(checkpoint_dir: Path, checkpoint_hashes: dict[str, str]) -> dict[str, str]:
+    """The checkpoint hashes plus the planner's files when the checkpoint has the LM folder (the LM graphs'
+    cache key: ``file_hashes`` alone covers only what text2music needs and names the golden folder)."""
+    from acestep_parity.checkpoint import has_lm, lm_file_hashes
+
+    if not has_lm(checkpoint_dir):
+        return dict(checkpoint_hashes)
+    return {**checkpoint_hashes, **lm_file_hashes(checkpoint_dir)}
+
+
+def available_graphs(checkpoint_hashes: dict[str, str]) -> list[str]:
+    """Every graph, minus the LM graphs when the (extended) hashes show no planner folder."""
+    from acestep_parity.host.lm_vocab import LM_DIR
+
+    lm = any(k.startswith(f"{LM_DIR}/") for k in checkpoint_hashes)
+    return [n for n in GRAPH_SPECS if lm or n not in LM_GRAPHS]
+
+
 def cache_key(checkpoint_hashes: dict[str, str], settings: ExporterSettings = EXPORTER) -> dict:
     """What must match for cached artifacts to be reused: checkpoint, exporter settings, sources, versions."""
     return {"checkpoint_hashes": dict(sorted(checkpoint_hashes.items())), "exporter": settings.to_json(),
@@ -119,7 +138,7 @@ def trace_graph(spec: GraphSpec, models, settings: ExporterSettings = EXPORTER,
     """
     import torch
 
-    dims = config_dims(models.dit_config, models.text_config)
+    dims = config_dims(models.dit_config, models.text_config, getattr(models, "lm_config", None))
     wrapper = graph_module(spec).build(models).eval()
     inputs = make_inputs(spec, spec.export_sizes, dims, seed=settings.dummy_seed,
                          silence_latent=models.silence_latent)
@@ -305,18 +324,29 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
     existing manifest in ``out_dir`` when it was written for the same checkpoint, settings, sources and library
     versions (so ``--graphs`` can refresh a subset).
     """
-    from acestep_parity.checkpoint import DIT_DIR, TEXT_DIR, checkpoint_id, file_hashes, read_json
+    from acestep_parity.checkpoint import (
+        DIT_DIR,
+        LM_DIR,
+        TEXT_DIR,
+        checkpoint_id,
+        file_hashes,
+        has_lm,
+        read_json,
+    )
     from acestep_parity.runtime_assets import asset_records, copy_runtime_assets
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
-    names = list(graphs) if graphs is not None else list(GRAPH_SPECS)
+    base_hashes = checkpoint_hashes if checkpoint_hashes is not None else file_hashes(checkpoint_dir)
+    base_hashes = {k: v for k, v in base_hashes.items() if not k.startswith(f"{LM_DIR}/") and k != "genres_vocab.txt"}
+    hashes = with_lm_hashes(checkpoint_dir, base_hashes)
+    names = list(graphs) if graphs is not None else available_graphs(hashes)
     unknown = [n for n in names if n not in GRAPH_SPECS]
     if unknown:
         raise ValueError(f"unknown graph(s) {unknown}; choose from {list(GRAPH_SPECS)}")
-    hashes = checkpoint_hashes if checkpoint_hashes is not None else file_hashes(checkpoint_dir)
     key = cache_key(hashes, settings)
+    lm_cfg = read_json(checkpoint_dir / LM_DIR / "config.json") if has_lm(checkpoint_dir) else None
     dims = config_dims(read_json(checkpoint_dir / DIT_DIR / "config.json"),
-                       read_json(checkpoint_dir / TEXT_DIR / "config.json"))
+                       read_json(checkpoint_dir / TEXT_DIR / "config.json"), lm_cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = read_manifest(out_dir)
     records = dict(previous["graphs"]) if previous and previous.get("key") == key else {}
@@ -333,7 +363,7 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         records.update(_export_group(checkpoint_dir, out_dir, names, settings, models, log))
     manifest = {
         "schema": MANIFEST_SCHEMA,
-        "checkpoint_id": checkpoint_id(checkpoint_dir, hashes),
+        "checkpoint_id": checkpoint_id(checkpoint_dir, base_hashes),
         "key": key,
         "exporter_settings": settings.to_json(),
         "ort_session": ORT.to_json(),
@@ -436,7 +466,8 @@ def _export_group(checkpoint_dir: Path, out_dir: Path, names: list[str], setting
     return records
 
 
-_MODULE_FIELDS = ("text_encoder", "condition_encoder", "audio_tokenizer", "audio_detokenizer", "transformer", "vae")
+_MODULE_FIELDS = ("text_encoder", "condition_encoder", "audio_tokenizer", "audio_detokenizer", "transformer", "vae",
+                  "lm")
 
 
 def _release(models, names: list[str], done: Iterable[str]) -> None:
@@ -463,7 +494,7 @@ def manifest_matches(out_dir: Path, checkpoint_hashes: dict[str, str], graphs: I
         return False
     if manifest.get("key") != cache_key(checkpoint_hashes, settings):
         return False
-    for name in graphs if graphs is not None else GRAPH_SPECS:
+    for name in graphs if graphs is not None else available_graphs(checkpoint_hashes):
         record = manifest["graphs"].get(name)
         if record is None:
             return False
@@ -502,12 +533,13 @@ def ensure_artifacts(checkpoint_dir: Path, checkpoint_id: str, checkpoint_hashes
     exporter sources, library versions, files present) is reused without loading torch models.
     """
     target = artifacts_dir(checkpoint_id)
-    if manifest_matches(target, checkpoint_hashes):
+    extended = with_lm_hashes(checkpoint_dir, checkpoint_hashes)
+    if manifest_matches(target, extended):
         return target
     base = target.parent
     base.mkdir(parents=True, exist_ok=True)
     with paths.file_lock(base / ".fp32.lock"):
-        if manifest_matches(target, checkpoint_hashes):
+        if manifest_matches(target, extended):
             return target
         tmp = Path(tempfile.mkdtemp(prefix=".fp32-", dir=base))
         try:

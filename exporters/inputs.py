@@ -38,6 +38,8 @@ def make_inputs(
         shape = tensor.concrete_shape(sizes, dims)
         if tensor.kind == "ids":
             out[tensor.name] = rng.integers(0, dims["V_text"], size=shape, dtype=np.int64)
+        elif tensor.kind == "lm_ids":
+            out[tensor.name] = rng.integers(0, dims["V_lm"], size=shape, dtype=np.int64)
         elif tensor.kind == "mask":
             mask = np.zeros(shape, dtype=np.int64)
             valid = (lengths or {}).get(tensor.name) or [shape[1]] * shape[0]

@@ -110,23 +110,36 @@ AXES: dict[str, Axis] = {a.name: a for a in (
     Axis("T_text", "caption tokens (host truncates to 256)", 1, 8192),
     Axis("T_lyric", "lyric tokens (host truncates to 2048)", 1, 16384),
     Axis("T_enc", "packed condition tokens (= T_lyric + 1 + T_text from the condition encoder)", 1, 32768),
+    Axis("T_lm", "5 Hz LM tokens fed in one call (the prompt in lm_prefill; 1 per step in lm_decode)", 1, 8192),
+    Axis("P_lm", "5 Hz LM positions already in the KV cache (prompt + generated so far)", 1, 8192),
 )}
 
 CONFIG_DIMS: dict[str, str] = {
     "D_text": "text encoder hidden size (Qwen3 config hidden_size; 1024 for Qwen3-Embedding-0.6B)",
     "H": "DiT / condition-encoder hidden size (acestep config hidden_size; 2048 for turbo)",
     "V_text": "text vocabulary size (Qwen3 config vocab_size); ids must be in [0, V_text)",
+    "V_lm": "5 Hz LM vocabulary size (= len(tokenizer), audio-code tokens included); ids must be in [0, V_lm)",
+    "L_lm": "5 Hz LM decoder layers (num_hidden_layers; 28 for the 0.6B)",
+    "KV_lm": "5 Hz LM key/value heads (num_key_value_heads; 8 for the 0.6B)",
+    "Dh_lm": "5 Hz LM head dim (head_dim; 128 for the 0.6B)",
 }
+LM_CONFIG_DIMS = ("V_lm", "L_lm", "KV_lm", "Dh_lm")
 
 
-def config_dims(dit_config: Mapping, text_config: Mapping) -> dict[str, int]:
-    """Resolve :data:`CONFIG_DIMS` from the checkpoint configs."""
+def config_dims(dit_config: Mapping, text_config: Mapping, lm_config: Mapping | None = None) -> dict[str, int]:
+    """Resolve :data:`CONFIG_DIMS` from the checkpoint configs (the LM ones only when an LM config is given)."""
     hidden = int(dit_config["hidden_size"])
     encoder_hidden = dit_config.get("encoder_hidden_size") or hidden
     if int(encoder_hidden) != hidden:
         raise ValueError(f"encoder_hidden_size {encoder_hidden} != hidden_size {hidden}: the text2music contract "
                          "feeds the condition encoder output straight into the DiT")
-    return {"D_text": int(text_config["hidden_size"]), "H": hidden, "V_text": int(text_config["vocab_size"])}
+    dims = {"D_text": int(text_config["hidden_size"]), "H": hidden, "V_text": int(text_config["vocab_size"])}
+    if lm_config is not None:
+        dims.update({"V_lm": int(lm_config["vocab_size"]), "L_lm": int(lm_config["num_hidden_layers"]),
+                     "KV_lm": int(lm_config["num_key_value_heads"]),
+                     "Dh_lm": int(lm_config.get("head_dim") or lm_config["hidden_size"] // lm_config[
+                         "num_attention_heads"])})
+    return dims
 
 
 _OPS = {ast.Add: operator.add, ast.Mult: operator.mul}
@@ -353,7 +366,57 @@ VAE_DECODER = GraphSpec(
     axis_limits={"T": (1, 8192)},
 )
 
-GRAPHS: tuple[GraphSpec, ...] = (TEXT_ENCODER, LYRIC_EMBEDDING, CONDITION_ENCODER, DIT_DECODER, VAE_DECODER)
+_LM_KV = ("L_lm", "B", "KV_lm")
+LM_PREFILL = GraphSpec(
+    name="lm_prefill",
+    module="lm_prefill",
+    description=("5 Hz LM planner (Qwen3ForCausalLM) on the chat prompt: last-position logits and the KV cache "
+                 "of every layer (simple mode only)"),
+    inputs=(TensorSpec("input_ids", "int64", ("B", "T_lm"), "prompt token ids (chat template, no padding)",
+                       "lm_ids"),),
+    outputs=(
+        TensorSpec("logits", "float32", ("B", "V_lm"), "lm_head logits of the last position (before any processor)"),
+        TensorSpec("present_keys", "float32", (*_LM_KV, "T_lm", "Dh_lm"),
+                   "keys of every layer after k_norm and RoPE (positions 0..T_lm-1)"),
+        TensorSpec("present_values", "float32", (*_LM_KV, "T_lm", "Dh_lm"), "values of every layer"),
+    ),
+    export_sizes={"B": 2, "T_lm": 19},
+    reference="Qwen3ForCausalLM(ids, use_cache=True): logits[:, -1], DynamicCache keys/values stacked (sdpa)",
+    modules=("lm",),
+    trace_cost=2.0,
+    workarounds=(
+        "the library's Cache object is replaced by explicit stacked tensors [L, B, KV, P, Dh]; the wrapper calls "
+        "the library's modules (norms, projections, rotary embedding, MLP, lm_head) and spells out the cache "
+        "concat, the causal mask over [past | new] and SDPA with repeated GQA heads (exporters/lm_common.py)",
+        "only the last position's logits are output (the host never reads the others)",
+    ),
+)
+
+LM_DECODE = GraphSpec(
+    name="lm_decode",
+    module="lm_decode",
+    description="5 Hz LM planner: new token(s) on the KV cache, last-position logits and the grown cache",
+    inputs=(
+        TensorSpec("input_ids", "int64", ("B", "T_lm"), "the next token id(s) (1 per host step)", "lm_ids"),
+        TensorSpec("past_keys", "float32", (*_LM_KV, "P_lm", "Dh_lm"), "present_keys of the previous call"),
+        TensorSpec("past_values", "float32", (*_LM_KV, "P_lm", "Dh_lm"), "present_values of the previous call"),
+    ),
+    outputs=(
+        TensorSpec("logits", "float32", ("B", "V_lm"), "lm_head logits of the last new position"),
+        TensorSpec("present_keys", "float32", (*_LM_KV, "P_lm+T_lm", "Dh_lm"), "past keys + the new positions"),
+        TensorSpec("present_values", "float32", (*_LM_KV, "P_lm+T_lm", "Dh_lm"), "past values + the new positions"),
+    ),
+    export_sizes={"B": 2, "T_lm": 3, "P_lm": 11},
+    reference=("Qwen3ForCausalLM(ids, position_ids=P.., past_key_values=DynamicCache(past)): logits[:, -1], "
+               "cache stacked (sdpa)"),
+    modules=("lm",),
+    trace_cost=2.0,
+    workarounds=LM_PREFILL.workarounds,
+)
+
+GRAPHS: tuple[GraphSpec, ...] = (TEXT_ENCODER, LYRIC_EMBEDDING, CONDITION_ENCODER, DIT_DECODER, VAE_DECODER,
+                                 LM_PREFILL, LM_DECODE)
+LM_GRAPHS = ("lm_prefill", "lm_decode")  # exported only when the checkpoint has the planner folder
 GRAPH_SPECS: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1

@@ -27,10 +27,14 @@ TENSORS = ("text_hidden_states", "encoder_hidden_states", "vt", "xt", "pred_late
 
 @pytest.fixture(scope="session")
 def other_isa_runs(parity_session, tmp_path_factory) -> tuple[str, dict[str, Path]]:
-    """One fresh-process reference run of every selected text2music case under :func:`spread.other_isa_setting`."""
+    """One fresh-process reference run of every selected case (simple mode: planner + text2music) under
+    :func:`spread.other_isa_setting`."""
     pytest.importorskip("torch", reason="the reference needs the reference extras: pip install -e '.[reference]'")
+    from acestep_parity.checkpoint import has_lm
+
     setting = spread.other_isa_setting()
-    cases = [c for c in parity_session.cases if isinstance(c, Case) and c.task == "text2music"]
+    tasks = ("text2music", "simple_mode") if has_lm(parity_session.checkpoint[0]) else ("text2music",)
+    cases = [c for c in parity_session.cases if isinstance(c, Case) and c.task in tasks]
     out = tmp_path_factory.mktemp(f"isa-{setting.name}")
     cases_dir = cases[0].path.parent if cases else Path(parity_session.config.getoption("--cases-dir"))
     files = spread.run_reference(setting, parity_session.checkpoint[0], cases_dir, [c.id for c in cases], out)

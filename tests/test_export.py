@@ -132,6 +132,15 @@ GRID: list[GridCase] = [
     _case("vae_decoder", B=1, T=155),
     _case("vae_decoder", B=2, T=256),
     _case("vae_decoder", B=1, T=300),
+    # 5 Hz LM: one-token and long prompts, batch 1 and 2; decode with a one-position cache, one and several new
+    # tokens, caches around the planner's real lengths (prompt ~60 + up to 3500 generated)
+    _case("lm_prefill", B=1, T_lm=1),
+    _case("lm_prefill", B=1, T_lm=64),
+    _case("lm_prefill", B=2, T_lm=300),
+    _case("lm_decode", B=1, T_lm=1, P_lm=1),
+    _case("lm_decode", B=1, T_lm=1, P_lm=64),
+    _case("lm_decode", B=2, T_lm=4, P_lm=500),
+    _case("lm_decode", B=1, T_lm=1, P_lm=3600),
 ]
 
 
@@ -140,7 +149,7 @@ GRID: list[GridCase] = [
 
 @pytest.fixture(scope="module")
 def dims(reference_models) -> dict[str, int]:
-    return config_dims(reference_models.dit_config, reference_models.text_config)
+    return config_dims(reference_models.dit_config, reference_models.text_config, reference_models.lm_config)
 
 
 def _load_proto(path: Path):

@@ -107,6 +107,8 @@ def test_dump_matches_py_ort_captures(rust, py_ort, case, runnable_case, check, 
     this adds what it does not cover: the full name/dtype/shape set and ``audio_decoded`` (the VAE output
     before anti-clipping and normalisation).
     """
+    if runnable_case.task not in rust.tasks:
+        pytest.skip(f"rust cannot run {runnable_case.id}: {rust.missing_task_reason}")
     ours, ref = rust.run_case(runnable_case).arrays, py_ort.run_case(runnable_case).arrays
     assert list(ours) == list(ref) == list(CAPTURES)
     for name in CAPTURES:

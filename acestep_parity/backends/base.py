@@ -42,6 +42,9 @@ class Backend:
 
     name = "base"
     profiles: tuple[str, ...] = ("fp32",)
+    # Case tasks the backend runs; a case of another task skips on it, saying why (simple mode needs an LM stage).
+    tasks: tuple[str, ...] = ("text2music", "simple_mode")
+    missing_task_reason = "it has no 5 Hz LM planner stage yet (simple mode)"
 
     def __init__(self, ctx: BackendContext):
         self.ctx = ctx
@@ -62,6 +65,12 @@ class Backend:
     def dit_step(self, xt: np.ndarray, t: np.ndarray, encoder_hidden_states: np.ndarray,
                  context_latents: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def lm_teacher_logits(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Planner logits of every step with the reference tokens fed in (simple mode), ``[steps, V]``."""
+        from acestep_parity.host.planner import teacher_forced_logits
+
+        return teacher_forced_logits(self.engine.lm, prompt_ids, tokens)
 
 
 class NotBuiltBackend(Backend):

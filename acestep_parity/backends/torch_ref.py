@@ -31,6 +31,8 @@ class TorchBackend(Backend):
         return self._engine
 
     def _run(self, case: Case) -> Captures:
+        if case.task == "simple_mode":
+            return self.engine.generate_simple(case)
         return self.engine.generate(case.request())
 
     def dit_step(self, xt, t, encoder_hidden_states, context_latents):

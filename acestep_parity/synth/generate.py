@@ -18,6 +18,7 @@ import numpy as np
 
 from acestep_parity.hashing import sha256_file
 from acestep_parity.synth import layout
+from acestep_parity.synth.lm import LM_DIR, write_lm
 from acestep_parity.synth.presets import Preset
 from acestep_parity.synth.tokenizer import write_tokenizer
 
@@ -249,6 +250,8 @@ def generate(preset: Preset, out: Path) -> dict[str, str]:
         vae_dir / "diffusion_pytorch_model.safetensors",
         {k: vae_tensor(seed + 2, k, s) for k, s in layout.vae_checkpoint_shapes(vcfg).items()},
     )
+
+    write_lm(preset.lm, out / LM_DIR, preset.lm.seed if preset.lm.seed is not None else seed + 3)
 
     hashes = {
         str(p.relative_to(out)): sha256_file(p)

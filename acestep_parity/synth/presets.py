@@ -46,11 +46,45 @@ class VaePreset:
 
 
 @dataclass(frozen=True)
+class LmPreset:
+    """The 5 Hz LM planner (``acestep-5Hz-lm-0.6B``, a Qwen3ForCausalLM).
+
+    ``audio_codes`` tokens ``<|audio_code_0..audio_codes-1|>`` are written (the real LM has 65,535; values
+    64000..65534 are out of upstream's valid range and plain text to its FSM); a smaller set also gets 64000 and
+    65534 so the out-of-range rule is exercised. ``peak`` scales the designed next-token direction of the
+    untied ``lm_head`` and ``spread`` its random part (see :mod:`acestep_parity.synth.lm`).
+    """
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    bpe_vocab_size: int
+    audio_codes: int
+    peak: float = 6.0
+    spread: float = 4.0
+    seed: int | None = None  # PCG64 seed of the LM tensors; None = the checkpoint preset's seed + 3
+
+
+# seed 1: of the LM seeds 1..12 tried (and the default), one that gives the five simple_mode cases five distinct
+# plans with every stream ending in ~60 tokens and the smallest top-1/top-2 margin 0.062 (the default's: 4 distinct
+# plans, margin 0.050). The seed is arbitrary; the selection is recorded here so nothing is hidden.
+TINY_LM = LmPreset(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, bpe_vocab_size=1024, audio_codes=64, seed=1)
+# Qwen3-0.6B widths and the real 65,535 audio-code tokens (the BPE part stays small: random weights anyway).
+FULL_LM = LmPreset(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                   num_key_value_heads=8, head_dim=128, bpe_vocab_size=4096, audio_codes=65535)
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     dit: DitPreset
     text: TextEncoderPreset
     vae: VaePreset
+    lm: LmPreset = TINY_LM
     seed: int = 20260401
     silence_frames: int = 15000
     extra: dict = field(default_factory=dict)
@@ -82,6 +116,7 @@ FULL = Preset(
         num_key_value_heads=8, head_dim=128, bpe_vocab_size=4096,
     ),
     vae=VaePreset(encoder_hidden_size=128, decoder_channels=128),
+    lm=FULL_LM,
 )
 
 PRESETS = {p.name: p for p in (TINY, FULL)}

@@ -24,8 +24,12 @@ class OrtEngine:
 
     name = "py_ort"
 
-    def __init__(self, sessions: SessionManager, tokenizer: TextTokenizer, silence_latent: np.ndarray):
+    def __init__(self, sessions: SessionManager, tokenizer: TextTokenizer, silence_latent: np.ndarray,
+                 onnx_dir: Path | None = None, config: SessionConfig | None = None):
         self.sessions = sessions
+        self.onnx_dir = onnx_dir
+        self.config = config
+        self._lm = None
         self.tokenizer = tokenizer
         self.silence_latent = silence_latent
         self.pad_id = tokenizer.pad_id
@@ -70,6 +74,18 @@ class OrtEngine:
     def generate(self, request: GenerationRequest, progress=None) -> Captures:
         return run_text2music(self, request, self.silence_latent, self.pad_id, progress=progress)
 
+    @property
+    def lm(self):
+        """The planner graphs (``lm_prefill``/``lm_decode``), opened on first use."""
+        if self._lm is None:
+            from runtimes.py_ort.lm import OrtLm
+
+            self._lm = OrtLm(self.onnx_dir, self.config)
+        return self._lm
+
+    def generate_simple(self, case, progress=None) -> Captures:
+        return self.lm.simple_mode(case, lambda request: self.generate(request, progress=progress))
+
 
 def load_engine(onnx_dir: Path, config: SessionConfig | None = None) -> OrtEngine:
     """Open an ONNX folder (graphs + manifest + assets) as an engine."""
@@ -79,4 +95,5 @@ def load_engine(onnx_dir: Path, config: SessionConfig | None = None) -> OrtEngin
         raise FileNotFoundError(f"{onnx_dir} lacks {missing}; export with `acestep-export` (it copies them)")
     sessions = SessionManager.from_dir(onnx_dir, config)
     tokenizer = TextTokenizer(onnx_dir / "tokenizer.json", onnx_dir / "tokenizer_config.json")
-    return OrtEngine(sessions, tokenizer, load_tensor(onnx_dir / "silence_latent.pt").astype(np.float32))
+    return OrtEngine(sessions, tokenizer, load_tensor(onnx_dir / "silence_latent.pt").astype(np.float32), onnx_dir,
+                     config)

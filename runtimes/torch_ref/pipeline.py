@@ -91,6 +91,28 @@ class TorchEngine:
     def generate(self, request: GenerationRequest, progress=None) -> Captures:
         return run_text2music(self, request, self.silence_latent, self.pad_id, progress=progress)
 
+    @property
+    def lm(self):
+        """The 5 Hz LM planner (``acestep-5Hz-lm-0.6B``), loaded with the other modules when present."""
+        if not hasattr(self, "_lm"):
+            from runtimes.torch_ref.lm import TorchLm
+
+            self._lm = TorchLm(self.models.root, self.models.lm, self.models.lm_config)
+        return self._lm
+
+    def plan(self, case):
+        from runtimes.torch_ref.planner import plan_case
+
+        return plan_case(self.lm, self.models.root, case)
+
+    def generate_simple(self, case, progress=None) -> Captures:
+        """Simple mode: planner (chat template of the checkpoint, as upstream), then text2music."""
+        from acestep_parity.host.planner import run_simple_mode
+
+        prompt = self.lm.tokenizer.chat_prompt(case.query, case.instrumental)
+        return run_simple_mode(self.lm, self.lm.tokenizer, self.models.root, case,
+                               lambda request: self.generate(request, progress=progress), prompt=prompt)
+
 
 def load_engine(checkpoint_dir: Path) -> TorchEngine:
     return TorchEngine(load_reference_models(Path(checkpoint_dir)))

@@ -1,0 +1,67 @@
+"""The 5 Hz LM planner on ONNX Runtime: ``lm_prefill.onnx`` once, then ``lm_decode.onnx`` per token on the
+KV cache (``present_*`` fed back as ``past_*``; the prefix is never recomputed). Torch-free.
+
+Host logic (prompt, FSM, sampler, parsing) is :mod:`acestep_parity.host.planner`, shared with the reference. The
+tokenizer is the checkpoint's LM ``tokenizer.json`` through the ``tokenizers`` library; the prompt is the host's
+rendering of Qwen3's chat template (the reference uses the checkpoint's template; a test asserts they agree).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from acestep_parity.host import planner
+from acestep_parity.host.lm_vocab import LM_DIR, FastTokenizer
+from acestep_parity.host.pipeline import Captures
+from runtimes.py_ort.session_manager import GraphContractError, SessionConfig, SessionManager
+
+LM_GRAPHS = ("lm_prefill", "lm_decode")
+
+
+class OrtLm:
+    """:class:`acestep_parity.host.planner.LmEngine` on the two LM graphs."""
+
+    def __init__(self, onnx_dir: Path, config: SessionConfig | None = None):
+        onnx_dir = Path(onnx_dir)
+        config = config or SessionConfig()
+        manifest = onnx_dir / "manifest.json"
+        contract = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+        sessions = {}
+        for name in LM_GRAPHS:
+            path = onnx_dir / f"{name}.onnx"
+            if not path.is_file():
+                raise GraphContractError(f"missing graph {path}: the checkpoint had no {LM_DIR}/ when it was exported "
+                                         "(simple mode needs the planner)")
+            sessions[name] = ort.InferenceSession(str(path), sess_options=config.session_options(),
+                                                  providers=config.resolved_providers())
+        self.sessions = SessionManager.from_sessions(sessions, contract)
+        if not (onnx_dir / LM_DIR / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"{onnx_dir / LM_DIR} lacks the LM tokenizer; re-export with `acestep-export`")
+        self.onnx_dir = onnx_dir
+        self.tokenizer = FastTokenizer(onnx_dir / LM_DIR)
+        self._keys = self._values = None
+
+    def lm_start(self, prompt_ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1)
+        logits, self._keys, self._values = self.sessions.run("lm_prefill", {"input_ids": ids})
+        return logits[0]
+
+    def lm_next(self, token_id: int) -> np.ndarray:
+        if self._keys is None:
+            raise RuntimeError("lm_next before lm_start")
+        feeds = {"input_ids": np.asarray([[token_id]], dtype=np.int64), "past_keys": self._keys,
+                 "past_values": self._values}
+        logits, self._keys, self._values = self.sessions.run("lm_decode", feeds)
+        return logits[0]
+
+    def plan(self, case) -> planner.PlannerResult:
+        req = planner.case_request(case)
+        tables = planner.fsm_tables(self.tokenizer, self.onnx_dir, req.max_duration)
+        return planner.run_planner(self, self.tokenizer, tables, req)
+
+    def simple_mode(self, case, text2music) -> Captures:
+        return planner.run_simple_mode(self, self.tokenizer, self.onnx_dir, case, text2music)

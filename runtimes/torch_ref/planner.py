@@ -1,0 +1,15 @@
+"""Simple mode on the PyTorch reference: the planner with the checkpoint's chat template, then text2music."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from acestep_parity.host import planner
+from runtimes.torch_ref.lm import TorchLm
+
+
+def plan_case(lm: TorchLm, checkpoint_dir: Path, case) -> planner.PlannerResult:
+    req = planner.case_request(case)
+    tables = planner.fsm_tables(lm.tokenizer, checkpoint_dir, req.max_duration)
+    prompt = lm.tokenizer.chat_prompt(req.query, req.instrumental)
+    return planner.run_planner(lm, lm.tokenizer, tables, req, prompt=prompt)
