@@ -163,6 +163,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     extra = [n for n in ("step", "tensor", "mode") if n in names]
     argnames += extra
     tensors = metafunc.definition.get_closest_marker("tensors")
+    # Items of one case share a pytest-xdist worker (its backend runs are cached there); a test function that
+    # names its own group (e.g. one expensive session fixture for all cases) keeps all its items together.
+    own_group = metafunc.definition.get_closest_marker("xdist_group")
+    group = own_group.args[0] if own_group and own_group.args else None
     modes = metafunc.definition.get_closest_marker("modes")
     params = []
     for vals, idl in combos:
@@ -183,7 +187,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                                        + ([f"step{step}"] if "step" in extra else [])
                                        + ([tensor] if "tensor" in extra else [])
                                        + ([mode] if "mode" in extra else []))
-                        params.append(pytest.param(*row, id=pid, marks=pytest.mark.xdist_group(case.id)))
+                        params.append(pytest.param(*row, id=pid, marks=pytest.mark.xdist_group(group or case.id)))
     metafunc.parametrize(argnames, params)
 
 

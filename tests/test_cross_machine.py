@@ -51,6 +51,7 @@ def _check_per_step(check, ref: np.ndarray, cand: np.ndarray, *, tensor: str, **
 
 
 @pytest.mark.parity
+@pytest.mark.xdist_group("cross_machine")  # one worker runs the fresh-process reference once for every case
 @pytest.mark.tensors(*TENSORS)
 def test_reference_under_other_isa(case, runnable_case, golden, tensor, other_isa_runs, check, record_property):
     """torch under another MKL/ISA/thread setting vs the golden, with the golden gates (``torch[<setting>]~golden``)."""
@@ -65,6 +66,7 @@ def test_reference_under_other_isa(case, runnable_case, golden, tensor, other_is
 
 
 @pytest.mark.parity
+@pytest.mark.xdist_group("cross_machine")
 @pytest.mark.tensors(*TENSORS)
 def test_live_pair_under_other_isa(parity_session, case, runnable_case, tensor, other_isa_runs, check,
                                    record_property):
