@@ -69,26 +69,26 @@ def detect_format(data: dict) -> str:
     return "upstream-text2music"
 
 
-def _int_or_none(path: Path, fld: str, value) -> int | None:
+def _number_or_none(path: Path, fld: str, value) -> float | None:
+    """A number, or None for upstream's "not given" values; anything else is refused naming the field."""
     if value in _NOT_GIVEN:
         return None
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise _refuse(path, fld, f"{value!r} is not a number") from None
-    if number != int(number):
+
+
+def _int_or_none(path: Path, fld: str, value) -> int | None:
+    number = _number_or_none(path, fld, value)
+    if number is not None and number != int(number):
         raise _refuse(path, fld, f"{value!r} is not a whole number")
-    return int(number)
+    return None if number is None else int(number)
 
 
 def _float_or_none(path: Path, fld: str, value) -> float | None:
-    if value in _NOT_GIVEN:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise _refuse(path, fld, f"{value!r} is not a number") from None
-    return None if number <= 0 else number  # upstream: -1 / 0 mean "no duration"
+    number = _number_or_none(path, fld, value)
+    return None if number is None or number <= 0 else number  # upstream: -1 / 0 mean "no duration"
 
 
 def _text(path: Path, fld: str, value) -> str:

@@ -73,6 +73,23 @@ class Backend:
         return teacher_forced_logits(self.engine.lm, prompt_ids, tokens)
 
 
+class EngineBackend(Backend):
+    """A backend whose runtime is a Python engine on the shared host orchestration (torch, py_ort): subclasses
+    provide ``engine``; text2music and simple mode runs and the teacher-forced DiT step go through it."""
+
+    @property
+    def engine(self):
+        raise NotImplementedError
+
+    def _run(self, case: Case) -> Captures:
+        if case.task == "simple_mode":
+            return self.engine.generate_simple(case)
+        return self.engine.generate(case.request())
+
+    def dit_step(self, xt, t, encoder_hidden_states, context_latents):
+        return self.engine.dit(xt, t, encoder_hidden_states, context_latents)
+
+
 class NotBuiltBackend(Backend):
     """A registered backend whose runtime does not exist in this checkout yet; it always skips, saying so."""
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acestep_parity.backends.base import Availability, Backend, register
+from acestep_parity.backends.base import Availability, EngineBackend, register
 from acestep_parity.backends.onnx_folder import OnnxFolderUnavailable, onnx_folder
-from acestep_parity.cases import Case
-from acestep_parity.host.pipeline import Captures
 
 
 @register
-class PyOrtBackend(Backend):
+class PyOrtBackend(EngineBackend):
     name = "py_ort"
 
     def availability(self) -> Availability:
@@ -40,11 +38,3 @@ class PyOrtBackend(Backend):
 
             self._engine = load_engine(self.onnx_dir)
         return self._engine
-
-    def _run(self, case: Case) -> Captures:
-        if case.task == "simple_mode":
-            return self.engine.generate_simple(case)
-        return self.engine.generate(case.request())
-
-    def dit_step(self, xt, t, encoder_hidden_states, context_latents):
-        return self.engine.dit(xt, t, encoder_hidden_states, context_latents)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from acestep_parity.backends.base import Availability, Backend, register
-from acestep_parity.cases import Case
-from acestep_parity.host.pipeline import Captures
+from acestep_parity.backends.base import Availability, EngineBackend, register
 
 
 @register
-class TorchBackend(Backend):
+class TorchBackend(EngineBackend):
     name = "torch"
 
     def availability(self) -> Availability:
@@ -29,11 +27,3 @@ class TorchBackend(Backend):
 
             self._engine = load_engine(self.ctx.checkpoint_dir)
         return self._engine
-
-    def _run(self, case: Case) -> Captures:
-        if case.task == "simple_mode":
-            return self.engine.generate_simple(case)
-        return self.engine.generate(case.request())
-
-    def dit_step(self, xt, t, encoder_hidden_states, context_latents):
-        return self.engine.dit(xt, t, encoder_hidden_states, context_latents)
