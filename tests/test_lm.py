@@ -223,7 +223,7 @@ def test_lm_live_pair(parity_session, lm_pair, lm_case, lm_ready, lm_golden, tol
         pytest.fail(f"[LM] {lm_case.id}: {lm_pair} token streams differ:\n{ours['lm_tokens']}\nvs\n"
                     f"{theirs['lm_tokens']}", pytrace=False)
     if not np.array_equal(ours["lm_mask_digests"], theirs["lm_mask_digests"]):
-        bad = [i for i, (a, b) in enumerate(zip(ours["lm_mask_digests"], theirs["lm_mask_digests"])) if a != b]
+        bad = [i for i, (a, b) in enumerate(zip(ours["lm_mask_digests"], theirs["lm_mask_digests"], strict=True)) if a != b]
         record_property("failure_tag", "LM")
         pytest.fail(f"[LM] {lm_case.id}: {lm_pair} FSM masks differ at steps {bad}", pytrace=False)
     if str(ours["lm_metadata"]) != str(theirs["lm_metadata"]) or str(ours["lm_text"]) != str(theirs["lm_text"]):
