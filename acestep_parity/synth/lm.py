@@ -33,6 +33,7 @@ runs into a newline followed by ``duration`` (upstream's caption-ending path) an
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import zlib
 from typing import Any
@@ -264,8 +265,11 @@ def lm_tensors(preset: LmPreset, cfg: dict, seed: int, succ: dict[int, int]) -> 
             head = _draw(seed, key, shape, preset.spread / np.sqrt(shape[1]))
             embed = out["model.embed_tokens.weight"]
             for src, dst in sorted(succ.items()):
-                direction = embed[src] / np.linalg.norm(embed[src])
-                head[dst] += np.float32(preset.peak) * direction.astype(np.float32)
+                # the norm by an exactly rounded float64 sum: np.linalg.norm on float32 goes through BLAS, whose
+                # kernels (AVX2 vs AVX-512) round differently, and the checkpoint must be byte-identical everywhere
+                norm = math.sqrt(math.fsum(float(x) * float(x) for x in embed[src]))
+                direction = (embed[src].astype(np.float64) / norm).astype(np.float32)
+                head[dst] += np.float32(preset.peak) * direction
             out[key] = head.astype(np.float32)
         else:
             out[key] = _draw(seed, key, shape, 1.0 / np.sqrt(shape[1]))

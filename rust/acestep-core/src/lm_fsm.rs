@@ -392,9 +392,9 @@ impl FsmTables {
             let fixed = state.fixed_string().unwrap_or_default();
             for start in 0..char_len(fixed) {
                 let remaining = char_slice(fixed, start, char_len(fixed));
-                if !tables.fixed.contains_key(&remaining) {
-                    let ids = fixed_string_tokens(vocab, &remaining)?;
-                    tables.fixed.insert(remaining, ids);
+                if let std::collections::hash_map::Entry::Vacant(slot) = tables.fixed.entry(remaining) {
+                    let ids = fixed_string_tokens(vocab, slot.key())?;
+                    slot.insert(ids);
                 }
             }
         }
@@ -495,7 +495,7 @@ fn fixed_string_tokens(vocab: &dyn LmVocab, remaining: &str) -> Result<Vec<u32>,
         }
     }
     let mut result: Vec<(u32, usize)> = order.iter().map(|t| (*t, best[t])).collect();
-    result.sort_by(|a, b| b.1.cmp(&a.1));
+    result.sort_by_key(|r| std::cmp::Reverse(r.1)); // stable, as Python's sorted(reverse=True)
     Ok(result.into_iter().map(|(t, _)| t).collect())
 }
 

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray_npy::{NpzReader, WriteNpyExt};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -112,32 +112,28 @@ impl Arrays {
             std::fs::create_dir_all(parent).map_err(|e| io(e.to_string()))?;
         }
         let file = File::create(path).map_err(|e| io(e.to_string()))?;
-        let mut npz = NpzWriter::new(BufWriter::new(file));
+        // entries in insertion order, stored, like `numpy.savez`; ndarray-npy writes the numeric `.npy` bytes, the
+        // unicode ones (which it lacks) are written by `unicode_npy`
+        let mut zip = zip::ZipWriter::new(BufWriter::new(file));
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
         for (name, t) in &self.items {
+            let mut bytes = Vec::new();
             let r = match t {
-                Tensor::F32(a) => npz.add_array(name.as_str(), a),
-                Tensor::F64(a) => npz.add_array(name.as_str(), a),
-                Tensor::I64(a) => npz.add_array(name.as_str(), a),
-                Tensor::Bool(a) => npz.add_array(name.as_str(), a),
-                Tensor::Str(..) => Ok(()),
+                Tensor::F32(a) => a.write_npy(&mut bytes),
+                Tensor::F64(a) => a.write_npy(&mut bytes),
+                Tensor::I64(a) => a.write_npy(&mut bytes),
+                Tensor::Bool(a) => a.write_npy(&mut bytes),
+                Tensor::Str(shape, values) => {
+                    bytes = unicode_npy(shape, values);
+                    Ok(())
+                }
             };
             r.map_err(|e| io(format!("{name}: {e}")))?;
+            let large = bytes.len() as u64 >= u64::from(u32::MAX);
+            zip.start_file(format!("{name}.npy"), options.large_file(large)).map_err(|e| io(format!("{name}: {e}")))?;
+            zip.write_all(&bytes).map_err(|e| io(format!("{name}: {e}")))?;
         }
-        npz.finish().map_err(|e| io(e.to_string()))?;
-        // ndarray-npy has no unicode dtype: string arrays are appended as hand-written `.npy` entries
-        let strings: Vec<_> = self.items.iter().filter(|(_, t)| matches!(t, Tensor::Str(..))).collect();
-        if !strings.is_empty() {
-            let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| io(e.to_string()))?;
-            let mut zip = zip::ZipWriter::new_append(file).map_err(|e| io(e.to_string()))?;
-            let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-            for (name, t) in strings {
-                if let Tensor::Str(shape, values) = t {
-                    zip.start_file(format!("{name}.npy"), options).map_err(|e| io(format!("{name}: {e}")))?;
-                    zip.write_all(&unicode_npy(shape, values)).map_err(|e| io(format!("{name}: {e}")))?;
-                }
-            }
-            zip.finish().map_err(|e| io(e.to_string()))?;
-        }
+        zip.finish().map_err(|e| io(e.to_string()))?.flush().map_err(|e| io(e.to_string()))?;
         Ok(())
     }
 }
