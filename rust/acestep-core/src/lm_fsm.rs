@@ -13,7 +13,7 @@
 //!     let token = /* processors + argmax (see lm_sampling) */;
 //!     fsm.update(token)?;            // advance with the chosen id
 //! }
-//! let json = lm_parse::metadata_json(&vocab.decode(&tokens), instrumental);   // create_sample_from_query's dict
+//! let (text, json) = lm_planner::finalize_metadata(&vocab, &tokens, instrumental)?;  // metadata JSON
 //! ```
 //!
 //! * [`LmVocab`] is the tokenizer surface upstream uses (`encode(text, add_special_tokens=False)`,

@@ -165,3 +165,15 @@ pub fn text2music_fields(
         },
     }
 }
+
+/// The finished token stream -> (output text, `create_sample_from_query`'s metadata as Python's
+/// `json.dumps(..., ensure_ascii=False, sort_keys=True)`): what the C ABI's `ace_finalize_metadata` returns.
+pub fn finalize_metadata(
+    vocab: &dyn crate::lm_fsm::LmVocab,
+    tokens: &[u32],
+    instrumental: bool,
+) -> Result<(String, String), crate::lm_fsm::FsmError> {
+    let text = vocab.decode(tokens)?;
+    let metadata = crate::lm_parse::create_sample_fields(&text, instrumental);
+    Ok((text.clone(), crate::lm_parse::metadata_json(&metadata)))
+}

@@ -276,8 +276,8 @@ impl OrtLm {
             logits = self.next(token)?;
         }
         let total = start.elapsed().as_secs_f64();
-        let text = self.tokenizer.decode(&tokens)?;
-        let metadata = lm_parse::create_sample_fields(&text, instrumental);
+        let (text, metadata_json) = lm_planner::finalize_metadata(&self.tokenizer, &tokens, instrumental)?;
+        let sample = lm_parse::create_sample_result(&lm_parse::create_sample_fields(&text, instrumental));
         let n = tokens.len() as f64;
         Ok(PlannerResult {
             prompt,
@@ -287,8 +287,8 @@ impl OrtLm {
             allowed,
             margins,
             digests,
-            metadata_json: lm_parse::metadata_json(&metadata),
-            sample: lm_parse::create_sample_result(&metadata),
+            metadata_json,
+            sample,
             text,
             tokens,
             timings: vec![
