@@ -7,10 +7,10 @@
 //!
 //! ```text
 //! let tables = FsmTables::new(&vocab, &genres, max_duration)?;   // once per tokenizer + genres + max_duration
-//! let mut fsm = LmFsm::new(&tables, &user_metadata)?;           // once per generation ("understand" phase)
+//! let mut fsm = LmFsm::new(&tables, &vocab, &user_metadata)?;   // once per generation ("understand" phase)
 //! loop {
 //!     fsm.apply(&mut logits_row)?;   // masks in place: disallowed ids become -inf, allowed ones keep their value
-//!     let token = /* processors + argmax (see lm_sampling) */;
+//!     let token = argmax(&logits_row) as u32;   // parity mode; lm_planner has the other processors
 //!     fsm.update(token)?;            // advance with the chosen id
 //! }
 //! let (text, json) = lm_planner::finalize_metadata(&vocab, &tokens, instrumental)?;  // metadata JSON
