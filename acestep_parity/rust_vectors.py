@@ -48,7 +48,8 @@ def noise_vectors() -> dict:
     large = [{"seed": s, "frames": t, "numel": t * 64,
               "sha256": hashlib.sha256(randn(t * 64, s).astype("<f4").tobytes()).hexdigest()}
              for s in NOISE_SEEDS for t in NOISE_LARGE_FRAMES]
-    return {"source": f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}",
+    # The torch version only: the bits do not depend on the CPU (a capability here made the file differ per machine).
+    return {"source": f"torch {torch.__version__}",
             "small": small, "large": large}
 
 
