@@ -6,6 +6,9 @@ under ``rust/acestep-core/tests/vectors/``; ``tests/test_rust_runtime.py`` regen
 the committed ones are stale. Regenerate with::
 
     python -m acestep_parity.rust_vectors            # needs torch for noise.json
+
+``lm_fsm.json`` (the planner FSM, parsing and prompt) comes from :mod:`acestep_parity.lm_vectors` and needs the
+synthetic checkpoint's LM tokenizer (generated on first use) and the committed simple_mode goldens.
 """
 
 from __future__ import annotations
@@ -223,6 +226,11 @@ def build(with_noise: bool = True) -> dict[str, dict | list]:
     }
     if with_noise:
         files["noise.json"] = noise_vectors()
+    from acestep_parity.lm_vectors import lm_fsm_vectors
+
+    lm = lm_fsm_vectors()
+    if lm is not None:
+        files["lm_fsm.json"] = lm
     return files
 
 

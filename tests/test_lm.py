@@ -20,7 +20,7 @@ import pytest
 
 from acestep_parity import parity
 from acestep_parity.cases import Case
-from acestep_parity.plugin import BACKEND_NAMES, _session, planner_record
+from acestep_parity.plugin import BACKEND_NAMES, LIVE_PAIRS, _session, planner_record
 
 PROFILE = "fp32"
 
@@ -192,3 +192,41 @@ def test_lm_live_teacher_logits(parity_session, lm_case, lm_ready, lm_golden, to
 def test_lm_failure_stage_is_lm():
     for tensor in ("lm_tokens", "lm_topk_logits", "lm_mask_digests", "lm_logits", "logits", "present_keys"):
         assert parity.TENSOR_STAGE[tensor] == "LM"
+
+
+# Live LM pairs besides py_ort~torch (above): the Rust runtime (and the C ABI host) against py_ort and torch.
+LM_LIVE_PAIRS = [f"{c}~{r}" for c, r in LIVE_PAIRS if c in ("rust", "dll")]
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("lm_pair", LM_LIVE_PAIRS)
+def test_lm_live_pair(parity_session, lm_pair, lm_case, lm_ready, lm_golden, tolerances, check, record_property):
+    """``rust~py_ort`` (same libonnxruntime: exact) and ``rust~torch``: full-vocabulary teacher-forced logits of
+    every step (the golden stream fed in), then the free-running token stream, mask digests, text and metadata.
+    Records the smallest reference margin over the largest logits error."""
+    cand_name, ref_name = lm_pair.split("~")
+    chosen = parity_session.config.getoption("--backend") or list(BACKEND_NAMES)
+    if cand_name not in chosen:
+        pytest.skip(f"backend {cand_name} not selected (--backend)")
+    cand, ref = _backend(parity_session, cand_name), _backend(parity_session, ref_name)
+    prompt, tokens = lm_golden["lm_prompt_ids"], lm_golden["lm_tokens"]
+    rows = check(_teacher(ref, lm_case, prompt, tokens), _teacher(cand, lm_case, prompt, tokens), tensor="lm_logits",
+                 pair=lm_pair, profile=PROFILE, case=lm_case, mode="teacher")
+    error = next(r.value for r in rows if r.metric == "max_abs")
+    margin = float(np.min(lm_golden["lm_margins"]))
+    record_property("min_margin", margin)
+    record_property("max_teacher_logits_error", error)
+    ours, theirs = cand.run_case(lm_case), ref.run_case(lm_case)
+    if len(ours["lm_tokens"]) != len(theirs["lm_tokens"]) or not np.array_equal(ours["lm_tokens"],
+                                                                                 theirs["lm_tokens"]):
+        record_property("failure_tag", "LM")
+        pytest.fail(f"[LM] {lm_case.id}: {lm_pair} token streams differ:\n{ours['lm_tokens']}\nvs\n"
+                    f"{theirs['lm_tokens']}", pytrace=False)
+    if not np.array_equal(ours["lm_mask_digests"], theirs["lm_mask_digests"]):
+        bad = [i for i, (a, b) in enumerate(zip(ours["lm_mask_digests"], theirs["lm_mask_digests"], strict=True)) if a != b]
+        record_property("failure_tag", "LM")
+        pytest.fail(f"[LM] {lm_case.id}: {lm_pair} FSM masks differ at steps {bad}", pytrace=False)
+    if str(ours["lm_metadata"]) != str(theirs["lm_metadata"]) or str(ours["lm_text"]) != str(theirs["lm_text"]):
+        record_property("failure_tag", "LM")
+        pytest.fail(f"[LM] {lm_case.id}: {lm_pair} text/metadata differ:\n{ours['lm_metadata']}\nvs\n"
+                    f"{theirs['lm_metadata']}", pytrace=False)

@@ -25,6 +25,8 @@ from acestep_parity.backends.rust import find_binary, rust_env
 from acestep_parity.host import prompts
 
 PAIR = "rust~py_ort"
+LM_CAPTURES = ("lm_prompt_ids", "lm_tokens", "lm_logits", "lm_topk_ids", "lm_topk_logits", "lm_allowed",
+               "lm_mask_digests", "lm_margins", "lm_text", "lm_metadata")
 CAPTURES = (
     "text_token_ids", "text_attention_mask", "lyric_token_ids", "lyric_attention_mask", "text_hidden_states",
     "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
@@ -105,16 +107,20 @@ def test_dump_matches_py_ort_captures(rust, py_ort, case, runnable_case, check, 
 
     ``tests/test_parity.py`` gates the ``rust~py_ort`` pair per tensor and per step (teacher-forced and free);
     this adds what it does not cover: the full name/dtype/shape set and ``audio_decoded`` (the VAE output
-    before anti-clipping and normalisation).
+    before anti-clipping and normalisation); for simple_mode cases also every LM capture (token stream, raw
+    logits of every step, allowed masks and digests, margins, text, metadata).
     """
     if runnable_case.task not in rust.tasks:
         pytest.skip(f"rust cannot run {runnable_case.id}: {rust.missing_task_reason}")
     ours, ref = rust.run_case(runnable_case).arrays, py_ort.run_case(runnable_case).arrays
-    assert list(ours) == list(ref) == list(CAPTURES)
-    for name in CAPTURES:
+    names = CAPTURES + (LM_CAPTURES if runnable_case.task == "simple_mode" else ())
+    assert list(ours) == list(ref) == list(names)
+    for name in names:
         assert ours[name].dtype == ref[name].dtype and ours[name].shape == ref[name].shape, name
-    different = [name for name in CAPTURES if not np.array_equal(ours[name], ref[name])]
+    different = [name for name in names if not np.array_equal(ours[name], ref[name])]
     check(ref["audio_decoded"], ours["audio_decoded"], tensor="audio_decoded", pair=PAIR, profile=profile, case=case)
+    if runnable_case.task == "simple_mode":  # free-running full-vocabulary LM logits of every step: exact
+        check(ref["lm_logits"], ours["lm_logits"], tensor="lm_logits", pair=PAIR, profile=profile, case=case)
     assert not different, f"rust~py_ort differs in {different}"
 
 

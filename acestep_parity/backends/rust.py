@@ -2,9 +2,10 @@
 ONNX folder (:mod:`acestep_parity.backends.onnx_folder`) and the same ``libonnxruntime`` as ``py_ort``.
 
 ``run_case`` runs ``generate --case ... --dump caps.npz`` and reads the dump (the names, dtypes and shapes of
-Python's captures). ``dit_step`` goes through one long-lived ``generate serve`` process (measured on the tiny
-checkpoint: ~9 ms per step, against ~200 ms for a ``generate dit-step`` process per step, which reloads
-ONNX Runtime and the graph every time). The adapter builds nothing: without the binary it skips, saying how
+Python's captures; simple_mode cases run the Rust planner, ``acestep-core``'s FSM on ``lm_prefill``/``lm_decode``,
+then text2music). ``dit_step`` and ``lm_teacher_logits`` go through one long-lived ``generate serve`` process
+(measured on the tiny checkpoint: ~9 ms per DiT step, against ~200 ms for a ``generate dit-step`` process per
+step, which reloads ONNX Runtime and the graph every time). The adapter builds nothing: without the binary it skips, saying how
 to build it (``make test`` does).
 
 The binary loads the very ONNX Runtime library of this Python's ``onnxruntime`` package (``ORT_DYLIB_PATH`` is
@@ -120,6 +121,20 @@ class DitServer:
             raise RustRuntimeError(f"generate serve ended: {err.strip()[-4000:]}")
         return json.loads(line)
 
+    def lm_teacher(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Teacher-forced LM logits ``[steps, V]`` (the LM graphs open on the first request)."""
+        with self.lock:
+            out = self.workdir / "lm.npz"
+            request = {"lm_teacher": {"prompt_ids": [int(i) for i in np.asarray(prompt_ids).reshape(-1)],
+                                      "tokens": [int(i) for i in np.asarray(tokens).reshape(-1)]},
+                       "out": str(out)}
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = self._readline()
+            if not reply.get("ok"):
+                raise RustRuntimeError(f"generate serve: {reply.get('error')}")
+            return load_npz(out)["logits"]
+
     def step(self, xt, t, encoder_hidden_states, context_latents) -> np.ndarray:
         with self.lock:
             inputs, out = self.workdir / "in.npz", self.workdir / "out.npz"
@@ -147,7 +162,6 @@ class DitServer:
 @register
 class RustBackend(Backend):
     name = "rust"
-    tasks = ("text2music",)  # no LM stage in the Rust runtime yet: its simple_mode items skip, saying so
 
     def availability(self) -> Availability:
         if self.binary is None:
@@ -182,7 +196,14 @@ class RustBackend(Backend):
         caps.timings["end_to_end"] = float(info["generate_s"])
         return caps
 
-    def dit_step(self, xt, t, encoder_hidden_states, context_latents):
+    @property
+    def server(self) -> DitServer:
         if not hasattr(self, "_server"):
             self._server = DitServer(self.binary, self.onnx_dir)
-        return self._server.step(xt, t, encoder_hidden_states, context_latents)
+        return self._server
+
+    def dit_step(self, xt, t, encoder_hidden_states, context_latents):
+        return self.server.step(xt, t, encoder_hidden_states, context_latents)
+
+    def lm_teacher_logits(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        return self.server.lm_teacher(prompt_ids, tokens)

@@ -8,6 +8,9 @@
 pub mod audio;
 pub mod case;
 pub mod latents;
+pub mod lm_fsm;
+pub mod lm_parse;
+pub mod lm_planner;
 pub mod noise;
 pub mod prompts;
 pub mod pyfmt;

@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod audio_io;
 pub mod dylib;
+pub mod lm;
 pub mod pipeline;
 pub mod sessions;
 pub mod tensor;

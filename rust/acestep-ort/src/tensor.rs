@@ -2,7 +2,7 @@
 //! Python's `Captures.arrays` (`acestep_parity/host/pipeline.py`).
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
@@ -17,18 +17,28 @@ pub enum ArrayError {
     Shape(String),
 }
 
-/// One host array: float32, int64 or bool, row-major.
+/// One host array: float32, float64, int64, bool or numpy unicode strings (`<U{n}`, the LM's text captures),
+/// row-major.
 #[derive(Debug, Clone)]
 pub enum Tensor {
     F32(ArrayD<f32>),
+    F64(ArrayD<f64>),
     I64(ArrayD<i64>),
     Bool(ArrayD<bool>),
+    /// Shape and the strings in row-major order (`np.asarray(str)` is 0-d: shape `[]`, one string).
+    Str(Vec<usize>, Vec<String>),
 }
 
 impl Tensor {
     pub fn f32(shape: &[usize], data: Vec<f32>) -> Result<Self, ArrayError> {
         ArrayD::from_shape_vec(IxDyn(shape), data)
             .map(Tensor::F32)
+            .map_err(|e| ArrayError::Shape(format!("shape {shape:?}: {e}")))
+    }
+
+    pub fn f64(shape: &[usize], data: Vec<f64>) -> Result<Self, ArrayError> {
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .map(Tensor::F64)
             .map_err(|e| ArrayError::Shape(format!("shape {shape:?}: {e}")))
     }
 
@@ -47,23 +57,29 @@ impl Tensor {
     pub fn shape(&self) -> &[usize] {
         match self {
             Tensor::F32(a) => a.shape(),
+            Tensor::F64(a) => a.shape(),
             Tensor::I64(a) => a.shape(),
             Tensor::Bool(a) => a.shape(),
+            Tensor::Str(shape, _) => shape,
         }
     }
 
     pub fn dtype(&self) -> &'static str {
         match self {
             Tensor::F32(_) => "float32",
+            Tensor::F64(_) => "float64",
             Tensor::I64(_) => "int64",
             Tensor::Bool(_) => "bool",
+            Tensor::Str(..) => "str",
         }
     }
 
-    /// Values as f64 (for comparisons).
+    /// Values as f64 (for comparisons; strings have none).
     pub fn to_f64(&self) -> Vec<f64> {
         match self {
             Tensor::F32(a) => a.iter().map(|&x| x as f64).collect(),
+            Tensor::F64(a) => a.iter().copied().collect(),
+            Tensor::Str(..) => Vec::new(),
             Tensor::I64(a) => a.iter().map(|&x| x as f64).collect(),
             Tensor::Bool(a) => a.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
         }
@@ -100,14 +116,57 @@ impl Arrays {
         for (name, t) in &self.items {
             let r = match t {
                 Tensor::F32(a) => npz.add_array(name.as_str(), a),
+                Tensor::F64(a) => npz.add_array(name.as_str(), a),
                 Tensor::I64(a) => npz.add_array(name.as_str(), a),
                 Tensor::Bool(a) => npz.add_array(name.as_str(), a),
+                Tensor::Str(..) => Ok(()),
             };
             r.map_err(|e| io(format!("{name}: {e}")))?;
         }
         npz.finish().map_err(|e| io(e.to_string()))?;
+        // ndarray-npy has no unicode dtype: string arrays are appended as hand-written `.npy` entries
+        let strings: Vec<_> = self.items.iter().filter(|(_, t)| matches!(t, Tensor::Str(..))).collect();
+        if !strings.is_empty() {
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| io(e.to_string()))?;
+            let mut zip = zip::ZipWriter::new_append(file).map_err(|e| io(e.to_string()))?;
+            let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+            for (name, t) in strings {
+                if let Tensor::Str(shape, values) = t {
+                    zip.start_file(format!("{name}.npy"), options).map_err(|e| io(format!("{name}: {e}")))?;
+                    zip.write_all(&unicode_npy(shape, values)).map_err(|e| io(format!("{name}: {e}")))?;
+                }
+            }
+            zip.finish().map_err(|e| io(e.to_string()))?;
+        }
         Ok(())
     }
+}
+
+/// The `.npy` bytes of a numpy unicode array (`<U{n}`: UTF-32LE, every item padded to the longest, n >= 1), as
+/// `np.save(np.asarray(strings))` writes them (format 1.0, header padded to 64 bytes).
+pub fn unicode_npy(shape: &[usize], values: &[String]) -> Vec<u8> {
+    let width = values.iter().map(|v| v.chars().count()).max().unwrap_or(0).max(1);
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<U{width}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        let mut n = 0;
+        for c in v.chars() {
+            out.extend_from_slice(&(c as u32).to_le_bytes());
+            n += 1;
+        }
+        out.extend(std::iter::repeat_n(0u8, 4 * (width - n)));
+    }
+    out
 }
 
 /// An `.npz` opened for reading arrays by name.

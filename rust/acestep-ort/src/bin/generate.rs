@@ -1,8 +1,9 @@
 //! `generate`: ACE-Step 1.5 text2music on ONNX Runtime, without Python.
 //!
 //!     generate --case cases/text2music_01.json --onnx-dir DIR --out out.wav [--dump caps.npz]
+//!     generate --case cases/simple_mode_01.json ...                   # 5 Hz LM planner, then text2music
 //!     generate dit-step --onnx-dir DIR --inputs in.npz --out vt.npz     # one teacher-forced DiT step
-//!     generate serve --onnx-dir DIR                                    # the same, many times (JSON lines)
+//!     generate serve --onnx-dir DIR                                    # DiT steps / LM teacher logits (JSON lines)
 //!     generate tokenize --onnx-dir DIR < [{"text": "...", "max_length": 256}, ...]
 //!     generate info                                                    # which libonnxruntime is loaded
 //!
@@ -14,8 +15,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use acestep_core::case::resolve_case;
+use acestep_core::lm_planner;
 use acestep_core::tolerances::Tolerances;
 use acestep_ort::dylib::{self, LoadedRuntime};
+use acestep_ort::lm::OrtLm;
 use acestep_ort::pipeline::{Engine, Request};
 use acestep_ort::sessions::SessionConfig;
 use acestep_ort::tensor::{Arrays, NpzFile, Tensor};
@@ -156,10 +159,20 @@ fn load_runtime(ort: &OrtArgs) -> Result<(LoadedRuntime, ort::environment::Envir
 }
 
 fn open_engine(ort: &OrtArgs, graphs: Option<&[&str]>) -> Result<Engine> {
+    Ok(open_engine_env(ort, graphs)?.0)
+}
+
+/// The engine and the ONNX Runtime environment (kept to open the LM graphs later).
+fn open_engine_env(ort: &OrtArgs, graphs: Option<&[&str]>) -> Result<(Engine, ort::environment::Environment)> {
     let dir = onnx_dir(ort)?;
     let config = session_config(ort);
     let (runtime, env) = load_runtime(ort)?;
-    Engine::open(&dir, runtime, &env, config, graphs)
+    let engine = Engine::open(&dir, runtime, &env, config, graphs)?;
+    Ok((engine, env))
+}
+
+fn open_lm(engine: &Engine, env: &ort::environment::Environment) -> Result<OrtLm> {
+    OrtLm::open(env, &engine.dir, &engine.config, engine.manifest.as_ref())
 }
 
 fn bar_style(unit: &str) -> ProgressStyle {
@@ -171,8 +184,12 @@ fn bar_style(unit: &str) -> ProgressStyle {
 fn cmd_generate(args: &GenerateArgs) -> Result<()> {
     let case_arg = args.case.as_deref().ok_or_else(|| anyhow!("--case is required"))?;
     let case = resolve_case(case_arg, &args.cases_dir)?;
-    if case.task != "text2music" {
-        bail!("{}: task {:?} is not supported by this runtime (text2music only)", case.path.display(), case.task);
+    if case.task != "text2music" && case.task != "simple_mode" {
+        bail!(
+            "{}: task {:?} is not supported by this runtime (text2music, simple_mode)",
+            case.path.display(),
+            case.task
+        );
     }
     let out = match &args.out {
         Some(p) => p.clone(),
@@ -191,7 +208,8 @@ fn cmd_generate(args: &GenerateArgs) -> Result<()> {
         );
     }
     let start = Instant::now();
-    let mut engine = open_engine(&args.ort, None)?;
+    let (mut engine, env) = open_engine_env(&args.ort, None)?;
+    let mut lm = if case.task == "simple_mode" { Some(open_lm(&engine, &env)?) } else { None };
     let load_s = start.elapsed().as_secs_f64();
     eprintln!(
         "onnxruntime {} from {} ({}); {}",
@@ -201,7 +219,26 @@ fn cmd_generate(args: &GenerateArgs) -> Result<()> {
         engine.config.describe()
     );
 
-    let request = Request::from_case(&case);
+    let gen_start = Instant::now();
+    let (request, plan) = match lm.as_mut() {
+        Some(lm) => {
+            let plan = lm.plan(&case)?;
+            let fields = lm_planner::text2music_fields(&plan.sample, "unknown", case.duration);
+            let mut request = Request::from_case(&case);
+            request.caption = fields.caption;
+            request.lyrics = fields.lyrics;
+            request.language = fields.language;
+            request.bpm = fields.bpm;
+            request.keyscale = fields.keyscale;
+            request.timesignature = fields.timesignature;
+            request.duration = fields.duration;
+            if !args.quiet {
+                eprintln!("planner ({} tokens): {}", plan.tokens.len(), plan.metadata_json);
+            }
+            (request, Some(plan))
+        }
+        None => (Request::from_case(&case), None),
+    };
     let show = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut bars: Vec<(String, ProgressBar)> = Vec::new();
     let mut progress = |stage: &str, done: usize, total: usize| {
@@ -222,8 +259,11 @@ fn cmd_generate(args: &GenerateArgs) -> Result<()> {
             }
         }
     };
-    let gen_start = Instant::now();
-    let caps = engine.generate(&request, Some(&mut progress))?;
+    let mut caps = engine.generate(&request, Some(&mut progress))?;
+    if let Some(plan) = &plan {
+        plan.captures(&mut caps.arrays)?;
+        caps.timings.extend(plan.timings.iter().cloned());
+    }
     let gen_s = gen_start.elapsed().as_secs_f64();
 
     let audio = match caps.arrays.get("audio") {
@@ -249,7 +289,12 @@ fn cmd_generate(args: &GenerateArgs) -> Result<()> {
         caps.arrays.write_npz(dump)?;
         println!("wrote captures to {}", dump.display());
     }
-    let sessions = engine.session_seconds();
+    let mut sessions = engine.session_seconds();
+    if let Some(lm) = &lm {
+        for g in [&lm.prefill, &lm.decode] {
+            sessions.insert(g.name.clone(), (g.run_seconds, g.calls));
+        }
+    }
     let ort_total: f64 = sessions.values().map(|(s, _)| s).sum();
     let stages: Vec<String> = caps.timings.iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
     println!("timings: load {load_s:.2}s, {}", stages.join(", "));
@@ -302,6 +347,9 @@ fn parity_summary(engine: &Engine, case: &acestep_core::case::Case, arrays: &Arr
     );
     for name in golden.names().to_vec() {
         let Some(ours) = arrays.get(&name) else { continue };
+        if matches!(ours, Tensor::Str(..)) {
+            continue;
+        }
         let Ok(reference) = golden.any(&name) else { continue };
         if reference.shape() != ours.shape() {
             println!("  {name:24} shape {:?} != golden {:?}", ours.shape(), reference.shape());
@@ -335,8 +383,32 @@ fn dit_step(engine: &mut Engine, inputs: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Teacher-forced LM logits (`lm_teacher_logits`): `{"lm_teacher": {"prompt_ids": [...], "tokens": [...]},
+/// "out": OUT}` -> OUT.npz with `logits` [steps, V].
+fn lm_teacher(lm: &mut OrtLm, req: &Value, out: &Path) -> Result<()> {
+    let ids = |key: &str| -> Result<Vec<u32>> {
+        req[key]
+            .as_array()
+            .ok_or_else(|| anyhow!("lm_teacher.{key} must be a list of token ids"))?
+            .iter()
+            .map(|v| v.as_u64().map(|i| i as u32).ok_or_else(|| anyhow!("lm_teacher.{key}: {v} is not a token id")))
+            .collect()
+    };
+    let (prompt, tokens) = (ids("prompt_ids")?, ids("tokens")?);
+    if prompt.is_empty() || tokens.is_empty() {
+        bail!("lm_teacher needs a non-empty prompt and token stream");
+    }
+    let logits = lm.teacher_forced(&prompt, &tokens)?;
+    let vocab = logits.len() / tokens.len();
+    let mut arrays = Arrays::default();
+    arrays.insert("logits", Tensor::f32(&[tokens.len(), vocab], logits)?);
+    arrays.write_npz(out)?;
+    Ok(())
+}
+
 fn cmd_serve(ort: &OrtArgs) -> Result<()> {
-    let mut engine = open_engine(ort, Some(&["dit_decoder"]))?;
+    let (mut engine, env) = open_engine_env(ort, Some(&["dit_decoder"]))?;
+    let mut lm: Option<OrtLm> = None;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", json!({"ready": true, "ort_version": engine.runtime.version}))?;
@@ -349,7 +421,21 @@ fn cmd_serve(ort: &OrtArgs) -> Result<()> {
         let reply = match serde_json::from_str::<Value>(&line) {
             Ok(req) => {
                 let (inputs, out) = (req["inputs"].as_str(), req["out"].as_str());
+                let teacher = req.get("lm_teacher");
                 match (inputs, out) {
+                    (_, Some(o)) if teacher.is_some() => {
+                        let result = (|| -> Result<()> {
+                            if lm.is_none() {
+                                lm = Some(open_lm(&engine, &env)?);
+                            }
+                            let lm = lm.as_mut().ok_or_else(|| anyhow!("LM not opened"))?;
+                            lm_teacher(lm, teacher.unwrap_or(&Value::Null), Path::new(o))
+                        })();
+                        match result {
+                            Ok(()) => json!({"ok": true}),
+                            Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+                        }
+                    }
                     (Some(i), Some(o)) => match dit_step(&mut engine, Path::new(i), Path::new(o)) {
                         Ok(()) => json!({"ok": true}),
                         Err(e) => json!({"ok": false, "error": format!("{e:#}")}),

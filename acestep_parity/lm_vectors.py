@@ -1,0 +1,237 @@
+"""Shared test vectors of the planner host logic (``lm_fsm.json``): the Python FSM
+(:mod:`acestep_parity.host.lm_fsm`) and the Rust one (``rust/acestep-core/src/lm_fsm.rs``) on the same inputs.
+
+Written by :mod:`acestep_parity.rust_vectors`; read by ``rust/acestep-core/tests/lm_vectors.rs``, which asserts
+equality exactly. Kept small (the tiny synthetic LM's vocabulary has ~1,100 ids):
+
+* ``vocab``: ``decode([id])`` of every id, eos/pad, and every ``encode(text)`` the FSM asks for (recorded while
+  Python builds its tables and runs; the Rust test's tokenizer answers from this table and fails on any other
+  text, so the two FSMs must also *ask* the same questions);
+* ``runs``: per run the FSM inputs (genres list, ``max_duration``, user metadata, options) and per step a sparse
+  logits row (``ids``/``bits``; every other id holds :data:`FILL`), the token fed to ``update``, the allowed
+  set (ids when at most :data:`SMALL_SET` are allowed, always count + ``mask_digest``) and the masked values at
+  the stored ids. ``simple_mode_*`` runs are teacher-forced on the golden's token stream with the golden's
+  top-8 raw logits (plus the chosen token where it is not among them, given the top value + 1); ``random_*``
+  runs are free-running (greedy) on seeded sparse random rows, with user values injected in every field, the
+  ``cot`` phase and a target duration, so states simple mode never reaches are covered too;
+* ``parse``: output texts (the golden's and hand-written quirk cases) and ``json.dumps`` of
+  ``create_sample_from_query``'s dict, plus ``create_sample``'s fields; ``prompts``: the chat prompt per case.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from acestep_parity import paths
+from acestep_parity.cases import discover_cases
+from acestep_parity.host import lm_parse, lm_prompt, planner
+from acestep_parity.host.lm_fsm import FIXED_STRINGS, FsmTables, LmFsm, load_genres
+from acestep_parity.host.lm_vocab import GENRES_FILE, LM_DIR, FastTokenizer
+
+FILL = np.float32(-1.0e4)
+SMALL_SET = 64
+RANDOM_STEPS = 160
+RANDOM_K = 10
+
+
+class RecordingTokenizer:
+    """:class:`acestep_parity.host.lm_vocab.LmTokenizer` that records every ``encode`` call."""
+
+    def __init__(self, tok: FastTokenizer):
+        self.tok = tok
+        self.eos_token_id = tok.eos_token_id
+        self.pad_token_id = tok.pad_token_id
+        self.encoded: dict[str, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.tok.encode(text)
+        self.encoded[text] = list(ids)
+        return ids
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.tok.encode_prompt(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+
+def _bits(values) -> str:
+    """float32 bit patterns, space-separated (one JSON string per list keeps the file small)."""
+    return " ".join(f"{v:08x}" for v in np.asarray(values, dtype=np.float32).reshape(-1).view(np.uint32).tolist())
+
+
+def _ids(ids) -> str:
+    return " ".join(str(int(i)) for i in ids)
+
+
+def _row(vocab: int, ids: list[int], values: np.ndarray) -> np.ndarray:
+    row = np.full(vocab, FILL, dtype=np.float32)
+    row[np.asarray(ids, dtype=np.int64)] = values
+    return row
+
+
+def _step_record(fsm: LmFsm, ids: list[int], values: np.ndarray, vocab: int, history: list[int],
+                 token: int | None) -> tuple[dict, int]:
+    """Run one FSM step on a sparse row; feed ``token`` (teacher forcing) or the greedy choice."""
+    row = _row(vocab, ids, values)
+    masked = fsm.process(history, row)
+    allowed = np.isfinite(masked)
+    chosen = int(np.argmax(masked)) if token is None else int(token)
+    fsm.update(chosen)
+    n = int(allowed.sum())
+    rec = {"ids": _ids(ids), "bits": _bits(values), "token": chosen, "allowed_count": n,
+           "digest": str(planner.mask_digests(allowed[None])[0]),
+           "allowed": _ids(np.flatnonzero(allowed)) if n <= SMALL_SET else None,
+           "masked_bits": _bits(masked[np.asarray(ids, dtype=np.int64)])}
+    return rec, chosen
+
+
+def _golden_arrays(checkpoint: Path, case_id: str) -> dict[str, np.ndarray] | None:
+    from acestep_parity.checkpoint import checkpoint_id
+
+    path = paths.GOLDEN_DIR / checkpoint_id(checkpoint) / f"{case_id}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files if k.startswith("lm_")}
+
+
+def _record_user_values(tok: RecordingTokenizer, user: dict[str, str]) -> None:
+    """The Rust FSM encodes ``" {value}\\n"`` of every user value up front (Python when the field is reached)."""
+    for value in user.values():
+        tok.encode(f" {value}\n")
+
+
+def _case_run(tok: RecordingTokenizer, genres: list[str], checkpoint: Path, case) -> dict | None:
+    golden = _golden_arrays(checkpoint, case.id)
+    if golden is None:
+        return None
+    req = planner.case_request(case)
+    tables = FsmTables(tok, genres, req.max_duration)
+    user = planner.user_metadata(req.vocal_language)
+    _record_user_values(tok, user)
+    fsm = LmFsm(tables, user_metadata=user)
+    vocab = len(tok)
+    history = [int(i) for i in golden["lm_prompt_ids"]]
+    steps = []
+    for step, token in enumerate(golden["lm_tokens"]):
+        ids = [int(i) for i in golden["lm_topk_ids"][step]]
+        values = golden["lm_topk_logits"][step].astype(np.float32)
+        if int(token) not in ids:
+            ids.append(int(token))
+            values = np.append(values, np.float32(values.max() + 1.0))
+        rec, _ = _step_record(fsm, ids, values, vocab, history, int(token))
+        history.append(int(token))
+        steps.append(rec)
+    return {"name": case.id, "max_duration": req.max_duration, "user_metadata": user, "options": {},
+            "teacher_forced": True, "golden_digests": [str(d) for d in golden["lm_mask_digests"]], "steps": steps}
+
+
+RANDOM_RUNS = (
+    {"name": "random_plain", "seed": 1, "max_duration": 600, "user_metadata": {}, "options": {}},
+    {"name": "random_all_user_values", "seed": 2, "max_duration": 120,
+     "user_metadata": {"bpm": "500", "caption": "given caption", "duration": "9999", "genres": "Rock",
+                       "keyscale": "C major", "language": "xx", "timesignature": "4"}, "options": {}},
+    {"name": "random_genres_user", "seed": 3, "max_duration": 30, "user_metadata": {"genres": "city pop"},
+     "options": {}},
+    {"name": "random_cot_target", "seed": 4, "max_duration": 600, "user_metadata": {},
+     "options": {"generation_phase": "cot", "skip_genres": True, "target_duration": 30.0}},
+    {"name": "random_stop_at_reasoning", "seed": 5, "max_duration": 240, "user_metadata": {"language": "ja"},
+     "options": {"skip_caption": True, "skip_language": True, "stop_at_reasoning": True}},
+)
+
+
+def _random_run(tok: RecordingTokenizer, genres: list[str], spec: dict) -> dict:
+    tables = FsmTables(tok, genres, spec["max_duration"])
+    _record_user_values(tok, spec["user_metadata"])
+    fsm = LmFsm(tables, user_metadata=dict(spec["user_metadata"]), **spec["options"])
+    vocab = len(tok)
+    rng = np.random.Generator(np.random.PCG64(spec["seed"]))
+    steps, history = [], []
+    for _ in range(RANDOM_STEPS):
+        ids = sorted(int(i) for i in rng.choice(vocab, size=RANDOM_K, replace=False))
+        values = (rng.standard_normal(RANDOM_K) * 4).astype(np.float32)
+        rec, chosen = _step_record(fsm, ids, values, vocab, history, None)
+        history.append(chosen)
+        steps.append(rec)
+        if chosen in (tok.eos_token_id, tok.pad_token_id):
+            break
+    return {"name": spec["name"], "max_duration": spec["max_duration"], "user_metadata": spec["user_metadata"],
+            "options": spec["options"], "teacher_forced": False, "steps": steps}
+
+
+PARSE_TEXTS = (
+    ("<think>\nbpm: 120\ncaption: a\n  b\n\nduration: 30\ngenres: pop\n</think>\n\n# Lyric\n[verse]\nla<|im_end|>", False),
+    ("<think>\nbpm: fast\nduration: 007\nmood:duration: 34\nkeyscale: C major\n</think>\n\n# Lyrics\nhey", False),
+    ("<think></think>bpm: 1_000\n<|audio_code_3|>", True),
+    ("no think at all\nlanguage: en", True),
+    ("<think>\ncaption: café ☕\ttab\nlanguage:  fr \ntimesignature: \n</think>\n\n", True),
+    ("<think>\nBPM: -5\nDuration: 12.5\n</think>lyrics<|endoftext|>", False),
+    ("", True),
+)
+
+
+def parse_vectors(texts) -> list[dict]:
+    out = []
+    for text, instrumental in texts:
+        meta = lm_parse.create_sample_fields(text, instrumental)
+        sample = lm_parse.create_sample_result(meta)
+        out.append({"text": text, "instrumental": instrumental,
+                    "metadata": json.dumps(meta, ensure_ascii=False, sort_keys=True),
+                    "lyrics": lm_parse.extract_lyrics(text), "sample": sample,
+                    "fields": planner.text2music_fields(sample, "unknown", 12.0)})
+    return out
+
+
+class _Dur:
+    def __init__(self, duration):
+        self.duration = duration
+
+
+def lm_fsm_vectors(checkpoint: Path | None = None) -> dict | None:
+    """The ``lm_fsm.json`` content, or None where the checkpoint has no LM."""
+    checkpoint = Path(checkpoint) if checkpoint else paths.ensure_synthetic_checkpoint("tiny")
+    lm_dir = checkpoint / LM_DIR
+    if not (lm_dir / "tokenizer.json").is_file():
+        return None
+    tok = RecordingTokenizer(FastTokenizer(lm_dir))
+    genres_text = (lm_dir / GENRES_FILE).read_text(encoding="utf-8")
+    genres = load_genres(genres_text)
+    cases = [c for c in discover_cases(paths.CASES_DIR) if c.task == "simple_mode"]
+    runs = [r for r in (_case_run(tok, genres, checkpoint, c) for c in cases) if r is not None]
+    runs += [_random_run(tok, genres, spec) for spec in RANDOM_RUNS]
+    # every suffix of every fixed string (the Rust tables precompute them; Python asks lazily)
+    tables = FsmTables(tok, genres, 600)
+    for fixed in FIXED_STRINGS.values():
+        for start in range(len(fixed)):
+            tables.fixed_string_tokens(fixed[start:])
+    parse_texts = list(PARSE_TEXTS)
+    prompts = []
+    for case in cases:
+        golden = _golden_arrays(checkpoint, case.id)
+        if golden is not None:
+            parse_texts.append((str(golden["lm_text"]), case.instrumental))
+        prompts.append({"query": case.query, "instrumental": case.instrumental,
+                        "vocal_language": planner.case_vocal_language(case), "duration": case.duration,
+                        "prompt": lm_prompt.inspiration_prompt(case.query, case.instrumental),
+                        "max_duration": planner.case_max_duration(case),
+                        "user_metadata": planner.user_metadata(planner.case_vocal_language(case))})
+    for query, language, duration in (("  ", " Unknown ", None), ("x", " de ", 0.0), ("", "", 600.0)):
+        prompts.append({"query": query, "instrumental": True, "vocal_language": language, "duration": duration,
+                        "prompt": lm_prompt.inspiration_prompt(query, True),
+                        "max_duration": planner.case_max_duration(_Dur(duration)),
+                        "user_metadata": planner.user_metadata(language)})
+    return {
+        "vocab": {"size": len(tok), "eos": tok.eos_token_id, "pad": tok.pad_token_id,
+                  "decode": [tok.decode([i]) for i in range(len(tok))],
+                  "encode": {k: _ids(v) for k, v in sorted(tok.encoded.items())}},
+        "genres_text": genres_text, "genres": genres, "fill_bits": _bits([FILL]),
+        "max_new_tokens": lm_prompt.max_new_tokens(), "runs": runs, "parse": parse_vectors(parse_texts),
+        "prompts": prompts,
+    }
