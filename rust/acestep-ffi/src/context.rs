@@ -43,10 +43,10 @@ impl AceContext {
             }
         }
         if let Some(v) = config.get("abi_version") {
-            if v.as_u64() != Some(u64::from(crate::ABI_VERSION)) {
+            if v.as_u64() != Some(u64::from(crate::ACE_ABI_VERSION)) {
                 return Err(FfiError::arg(
                     "abi_version",
-                    format!("this library implements ABI {}, the configuration asks for {v}", crate::ABI_VERSION),
+                    format!("this library implements ABI {}, the configuration asks for {v}", crate::ACE_ABI_VERSION),
                 ));
             }
         }

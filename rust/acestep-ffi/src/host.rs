@@ -62,7 +62,7 @@ pub fn prepare_request(ctx: &AceContext, request: &Map<String, Value>) -> FfiRes
         .map_err(|e| FfiError::arg("duration", e.to_string()))?;
     let c = ctx.silence.channels;
     Ok(json!({
-        "abi_version": crate::ABI_VERSION,
+        "abi_version": crate::ACE_ABI_VERSION,
         "id": case.id,
         "task": case.task,
         "output_format": case.output_format,

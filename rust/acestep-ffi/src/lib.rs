@@ -23,7 +23,7 @@ use error::{guard, panic_error, set_last_error, FfiResult};
 pub use error::{AceStatus, FfiError};
 
 /// The ABI version this library implements; it only ever grows by additions (see docs/dll_api.md).
-pub const ABI_VERSION: u32 = 1;
+pub const ACE_ABI_VERSION: u32 = 1;
 
 unsafe fn context<'a>(ctx: *const AceContext) -> FfiResult<&'a AceContext> {
     let ptr = out_ptr(ctx as *mut AceContext, "ctx")?;
@@ -39,13 +39,13 @@ unsafe fn clear_out(out: *mut *mut c_char) {
 /// The ABI version (1). A host checks it before anything else.
 #[no_mangle]
 pub extern "C" fn ace_abi_version() -> u32 {
-    ABI_VERSION
+    ACE_ABI_VERSION
 }
 
 /// `"acestep-runtime <crate version> (abi <n>)"`; free it with `ace_string_free`.
 #[no_mangle]
 pub extern "C" fn ace_version_string() -> *mut c_char {
-    args::into_c_string(format!("acestep-runtime {} (abi {ABI_VERSION})", env!("CARGO_PKG_VERSION")))
+    args::into_c_string(format!("acestep-runtime {} (abi {ACE_ABI_VERSION})", env!("CARGO_PKG_VERSION")))
 }
 
 /// Free a string returned by this library (`NULL` is ignored). Never pass it anything else.

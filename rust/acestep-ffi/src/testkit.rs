@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-const TOKENIZER: &str = r#"{"version":"1.0","truncation":null,"padding":null,
+const TOKENIZER: &str = r##"{"version":"1.0","truncation":null,"padding":null,
 "added_tokens":[{"id":0,"content":"<|endoftext|>","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}],
 "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
-"model":{"type":"WordLevel","vocab":{"<|endoftext|>":0,"[UNK]":1,"#":2,"Instruction":3,"Caption":4,"Metas":5,"Lyric":6,"a":7},"unk_token":"[UNK]"}}"#;
+"model":{"type":"WordLevel","vocab":{"<|endoftext|>":0,"[UNK]":1,"#":2,"Instruction":3,"Caption":4,"Metas":5,"Lyric":6,"a":7},"unk_token":"[UNK]"}}"##;
 
 /// Write the fixture files into `dir` (created if needed) and return the folder.
 pub fn write_fixture(dir: &Path) -> std::io::Result<PathBuf> {

@@ -102,7 +102,8 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
             1 => bytes.insert(at, rng.next() as u8),
             2 if !bytes.is_empty() => {
                 let i = at.min(bytes.len() - 1);
-                bytes[i] = b"{}[]\",:0123456789.-eE truenullfalse\\\xff"[rng.below(38) as usize];
+                const ALPHABET: &[u8] = b"{}[]\",:0123456789.-eE truenullfalse\\\xff";
+                bytes[i] = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
             }
             _ => bytes.truncate(at),
         }
