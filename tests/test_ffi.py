@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -233,7 +234,7 @@ def test_dll_captures_match_py_ort(dll, py_ort, case, runnable_case, record_prop
 
 
 def test_python_example_cli_writes_wav(library, dll, tmp_path):
-    proc = subprocess.run([os.environ.get("PYTHON", "python"), str(EXAMPLES / "python" / "acestep_ffi.py"),
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "python" / "acestep_ffi.py"),
                            "--onnx-dir", str(dll.onnx_dir), "--case", str(paths.CASES_DIR / "text2music_04.json"),
                            "--out", str(tmp_path / "out.wav"), "--lib", str(library)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
@@ -298,6 +299,56 @@ def test_c_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_pro
     run = subprocess.run([str(exe), str(dll.onnx_dir), str(case), str(_onnxruntime_dylib()), str(out)],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
+    worst = _compare_dumps(out, py_ort.run_case(load_case(case)).arrays)
+    record_property("max_abs", json.dumps(worst))
+    assert not {k: v for k, v in worst.items() if v}, worst
+    assert (out / "out.wav").stat().st_size > 58
+
+
+def test_node_pins_the_python_onnxruntime_version():
+    """Bit-equality needs one ONNX Runtime release on both sides: onnxruntime-node pins the wheel's version."""
+    import onnxruntime
+
+    package = json.loads((EXAMPLES / "node" / "package.json").read_text(encoding="utf-8"))
+    lock = json.loads((EXAMPLES / "node" / "package-lock.json").read_text(encoding="utf-8"))
+    assert package["dependencies"]["onnxruntime-node"] == onnxruntime.__version__
+    assert lock["packages"]["node_modules/onnxruntime-node"]["version"] == onnxruntime.__version__
+
+
+def node_modules() -> Path:
+    """``npm ci`` of the committed package-lock.json into the tool cache (once per lock file); the install script
+    of onnxruntime-node is skipped (ONNXRUNTIME_NODE_INSTALL=skip: the CPU binaries ship in the package)."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("Node.js / npm are not installed (the Node host needs node >= 18 and npm)")
+    import hashlib
+
+    lock = (EXAMPLES / "node" / "package-lock.json").read_bytes()
+    home = TOOL_CACHE / "node-host" / hashlib.sha256(lock).hexdigest()[:16]
+    if not (home / "node_modules" / ".installed").is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy2(EXAMPLES / "node" / name, home / name)
+        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
+        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--cache", str(TOOL_CACHE / "npm")], cwd=home,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        (home / "node_modules" / ".installed").touch()
+    return home / "node_modules"
+
+
+def test_node_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_property):
+    from acestep_parity.cases import load_case
+
+    modules = node_modules()
+    case = paths.CASES_DIR / "text2music_03.json"
+    out = tmp_path / "out"
+    run = subprocess.run(["node", str(EXAMPLES / "node" / "run_case.js"), str(library), str(dll.onnx_dir), str(case),
+                          str(out)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "NODE_PATH": str(modules)})
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout.strip().splitlines()[-1])
+    assert info["ort"]["node"] == info["ort"]["common"]
     worst = _compare_dumps(out, py_ort.run_case(load_case(case)).arrays)
     record_property("max_abs", json.dumps(worst))
     assert not {k: v for k, v in worst.items() if v}, worst

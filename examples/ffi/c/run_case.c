@@ -295,7 +295,6 @@ int main(int argc, char **argv) {
   ace_check(ace_context_latents(ctx, (size_t)frames, (size_t)batch, ctx_lat, ctx_n), "ace_context_latents");
   write_npy(out_dir, "context_latents", "<f4", 4, ctx_lat, ctx_shape, 3);
   double *sched = json_f64s(req, "schedule", &n);
-  double *dts = json_f64s(req, "dts", &n);
   float *sched32 = xmalloc((size_t)steps * 4);
   for (int64_t i = 0; i < steps; i++) sched32[i] = (float)sched[i];
   write_npy(out_dir, "schedule", "<f4", 4, sched32, &steps, 1);
