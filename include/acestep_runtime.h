@@ -230,6 +230,47 @@ AceStatus ace_json_i64(const char *json,
                        size_t capacity,
                        size_t *out_count);
 
+// Start an LM planner generation on this context (simple mode): `options_json` is `{"query": str,
+// "instrumental": bool, "vocal_language": str | null, "max_duration": int (10..600, default 240)}`.
+// `*out_json` receives `{"prompt", "prompt_ids", "vocab_size", "eos_token_id", "pad_token_id",
+// "max_new_tokens", "max_duration"}`: the host feeds `prompt_ids` to the LM graphs. One generation at a
+// time per context (a reset abandons the previous one).
+//
+// # Safety
+// `options_json` a NUL-terminated string; `out_json` a writable `char *` slot.
+AceStatus ace_lm_reset(const struct AceContext *ctx,
+                       const char *options_json,
+                       char **out_json);
+
+// Upstream's constrained-decoding FSM on one row of raw LM logits: `out_masked_logits` receives the row with
+// every forbidden token at `-inf` (allowed ones unchanged, bit for bit). `vocab_size` must be the LM's.
+// `out_masked_logits` may be `logits` itself. Then choose a token and call `ace_lm_update`.
+//
+// # Safety
+// `logits` holds `vocab_size` floats; `out_masked_logits` holds `vocab_size` writable floats.
+AceStatus ace_apply_lm_constraints(const struct AceContext *ctx,
+                                   const float *logits,
+                                   size_t vocab_size,
+                                   float *out_masked_logits);
+
+// Advance the FSM with the token the host chose after `ace_apply_lm_constraints`.
+//
+// # Safety
+// `ctx` is a live context.
+AceStatus ace_lm_update(const struct AceContext *ctx, uint32_t token_id);
+
+// The planner's result from its token stream: decodes `token_ids` with the LM tokenizer and parses it as
+// upstream's `create_sample_from_query` does. `*out_json` receives `{"text", "metadata_json" (Python's
+// `json.dumps(metadata, ensure_ascii=False, sort_keys=True)`, byte for byte), "metadata", "sample"}`.
+// `instrumental` comes from the last `ace_lm_reset` (false without one).
+//
+// # Safety
+// `token_ids` holds `len` ids; `out_json` a writable `char *` slot.
+AceStatus ace_finalize_metadata(const struct AceContext *ctx,
+                                const int64_t *token_ids,
+                                size_t len,
+                                char **out_json);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -353,3 +353,107 @@ def test_node_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_
     record_property("max_abs", json.dumps(worst))
     assert not {k: v for k, v in worst.items() if v}, worst
     assert (out / "out.wav").stat().st_size > 58
+
+
+# ------------------------------------------------------------------------------------------- LM functions
+
+
+@pytest.fixture(scope="module")
+def lm_context(ffi, host_module, dll):
+    with host_module.Context(ffi, {"onnx_dir": str(dll.onnx_dir)}) as ctx:
+        yield ctx
+
+
+def test_lm_functions_equal_the_python_fsm(lm_context, py_ort, case, runnable_case, record_property):
+    """The library's FSM on the raw logits py_ort recorded masks exactly what the Python FSM allowed (allowed
+    logits unchanged, bit for bit), and the token stream finalizes to the same text and metadata JSON."""
+    from acestep_parity.host import planner
+
+    if runnable_case.task != "simple_mode":
+        pytest.skip(f"{runnable_case.id} has no LM stage (text2music)")
+    run = py_ort.run_case(runnable_case).arrays
+    info = lm_context.lm_reset({"query": runnable_case.query, "instrumental": runnable_case.instrumental,
+                                "vocal_language": planner.case_vocal_language(runnable_case),
+                                "max_duration": planner.case_max_duration(runnable_case)})
+    assert info["prompt_ids"] == run["lm_prompt_ids"].tolist()
+    logits, tokens, allowed = run["lm_logits"], run["lm_tokens"], run["lm_allowed"]
+    differing = []
+    for i, (raw, token) in enumerate(zip(logits, tokens, strict=True)):
+        masked = lm_context.apply_lm_constraints(raw)
+        if not np.array_equal(masked, np.where(allowed[i], raw, np.float32(-np.inf))):
+            differing.append(i)
+        lm_context.lm_update(int(token))
+    record_property("lm_steps", len(tokens))
+    assert not differing, f"steps whose mask differs from the Python FSM: {differing[:10]}"
+    final = lm_context.finalize_metadata(tokens)
+    assert final["text"] == str(run["lm_text"])
+    assert final["metadata_json"] == str(run["lm_metadata"])
+
+
+def test_lm_calls_need_a_generation_and_the_vocab_size(ffi, host_module, dll):
+    with host_module.Context(ffi, {"onnx_dir": str(dll.onnx_dir)}) as ctx:
+        with pytest.raises(host_module.AceError) as info:
+            ctx.apply_lm_constraints(np.zeros(8, np.float32))
+        assert (info.value.code, info.value.field) == (4, "ctx")
+        vocab = ctx.lm_reset({"query": "x"})["vocab_size"]
+        with pytest.raises(host_module.AceError) as info:
+            ctx.apply_lm_constraints(np.zeros(vocab + 1, np.float32))
+        assert (info.value.code, info.value.field) == (5, "vocab_size")
+        with pytest.raises(host_module.AceError) as info:
+            ctx.lm_update(vocab)
+        assert info.value.field == "token_id"
+        with pytest.raises(host_module.AceError) as info:
+            ctx.lm_reset({"max_duration": 5})
+        assert info.value.field == "max_duration"
+
+
+# ------------------------------------------------------------------------------------------- C# (Mono)
+
+
+def test_csharp_host_replays_recorded_inputs_bit_equal(library, dll, py_ort, lm_context, tmp_path, record_property):
+    """C# through P/Invoke: request preparation, noise, scheduler steps on py_ort's recorded xt/vt,
+    post-processing, LM constraints on recorded logits and metadata, all equal to Python's bit for bit."""
+    from acestep_parity.cases import load_case
+    from acestep_parity.host import planner
+
+    mcs, mono = shutil.which("mcs"), shutil.which("mono")
+    if mcs is None or mono is None:
+        pytest.skip("Mono is not installed (apt-get install mono-mcs mono-runtime); NuGet is unreachable, so the "
+                    "C# host replays recorded inputs through the library")
+    exe = tmp_path / "ReplayHost.exe"
+    build = subprocess.run([mcs, "-nologo", "-warnaserror", f"-out:{exe}", str(EXAMPLES / "csharp" / "ReplayHost.cs")],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    case = load_case(paths.CASES_DIR / "text2music_02.json")
+    ref = py_ort.run_case(case).arrays
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    (replay / "case.json").write_text(case.path.read_text(encoding="utf-8"), encoding="utf-8")
+    for name in ("xt", "vt", "audio_decoded"):
+        ref[name].astype(np.float32).tofile(replay / f"{name}.bin")
+    lm_case = load_case(paths.CASES_DIR / "simple_mode_01.json")
+    lm_ref = py_ort.run_case(lm_case).arrays
+    options = {"query": lm_case.query, "instrumental": lm_case.instrumental,
+               "vocal_language": planner.case_vocal_language(lm_case),
+               "max_duration": planner.case_max_duration(lm_case)}
+    (replay / "lm_options.json").write_text(json.dumps(options), encoding="utf-8")
+    lm_ref["lm_logits"].astype(np.float32).tofile(replay / "lm_logits.bin")
+    lm_ref["lm_tokens"].astype(np.int64).tofile(replay / "lm_tokens.bin")
+    run = subprocess.run([mono, str(exe), str(dll.onnx_dir), str(replay)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "LD_LIBRARY_PATH": str(library.parent)})
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    request = json.loads((replay / "out_request.json").read_text(encoding="utf-8"))
+    assert request == lm_context.prepare_request(json.loads(case.path.read_text(encoding="utf-8")))
+    read = lambda name, shape: np.fromfile(replay / name, dtype=np.float32).reshape(shape)  # noqa: E731
+    assert np.array_equal(read("out_noise.bin", ref["noise"].shape), ref["noise"])
+    xt_next = read("out_xt_next.bin", ref["xt"].shape)
+    assert np.array_equal(xt_next[:-1], ref["xt"][1:]), "scheduler steps differ from py_ort's loop"
+    assert np.array_equal(xt_next[-1], ref["pred_latents"])
+    assert np.array_equal(read("out_audio.bin", ref["audio"].shape), ref["audio"])
+    logits, allowed = lm_ref["lm_logits"], lm_ref["lm_allowed"]
+    masked = read("out_lm_masked.bin", logits.shape)
+    assert np.array_equal(masked, np.where(allowed, logits, np.float32(-np.inf)))
+    final = json.loads((replay / "out_lm_final.json").read_text(encoding="utf-8"))
+    assert final["metadata_json"] == str(lm_ref["lm_metadata"]) and final["text"] == str(lm_ref["lm_text"])
+    record_property("lm_steps", int(len(lm_ref["lm_tokens"])))

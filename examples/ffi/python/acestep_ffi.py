@@ -86,6 +86,10 @@ class Library:
                                                ctypes.POINTER(_SIZE)]),
             "ace_postprocess_audio": (ctypes.c_int32, [_CTX, _F32P, _SIZE, _SIZE, _F32P]),
             "ace_write_wav": (ctypes.c_int32, [_CTX, _STR, _F32P, _SIZE, _SIZE]),
+            "ace_lm_reset": (ctypes.c_int32, [_CTX, _STR, _OUT_STR]),
+            "ace_apply_lm_constraints": (ctypes.c_int32, [_CTX, _F32P, _SIZE, _F32P]),
+            "ace_lm_update": (ctypes.c_int32, [_CTX, ctypes.c_uint32]),
+            "ace_finalize_metadata": (ctypes.c_int32, [_CTX, ctypes.POINTER(ctypes.c_int64), _SIZE, _OUT_STR]),
         }
         for name, (restype, argtypes) in sig.items():
             fn = getattr(lib, name)
@@ -212,6 +216,27 @@ class Context:
         item = np.ascontiguousarray(item, dtype=np.float32)
         self.library.check("ace_write_wav", self._lib().ace_write_wav(
             self.handle, str(path).encode("utf-8"), _ptr(item), item.size, item.shape[0]))
+
+
+    # ---- the LM planner's host logic (the host runs lm_prefill / lm_decode and picks tokens)
+
+    def lm_reset(self, options: dict) -> dict:
+        return self.library.call_json("ace_lm_reset", self.handle, json.dumps(options).encode("utf-8"))
+
+    def apply_lm_constraints(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
+        out = np.empty_like(logits)
+        self.library.check("ace_apply_lm_constraints", self._lib().ace_apply_lm_constraints(
+            self.handle, _ptr(logits), logits.size, _ptr(out)))
+        return out
+
+    def lm_update(self, token: int) -> None:
+        self.library.check("ace_lm_update", self._lib().ace_lm_update(self.handle, int(token)))
+
+    def finalize_metadata(self, tokens) -> dict:
+        ids = np.ascontiguousarray(tokens, dtype=np.int64)
+        return self.library.call_json("ace_finalize_metadata", self.handle,
+                                      ids.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)), ids.size)
 
 
 def session_options() -> ort.SessionOptions:

@@ -12,7 +12,8 @@ use crate::assets;
 use crate::error::{AceStatus, FfiError, FfiResult};
 
 /// Configuration keys `ace_create_context` accepts.
-pub const CONFIG_KEYS: [&str; 5] = ["abi_version", "onnx_dir", "tokenizer_json", "tokenizer_config", "silence_latent"];
+pub const CONFIG_KEYS: [&str; 7] =
+    ["abi_version", "onnx_dir", "tokenizer_json", "tokenizer_config", "silence_latent", "lm_dir", "genres_vocab"];
 
 /// The opaque context behind `AceContext *`.
 pub struct AceContext {
@@ -20,6 +21,17 @@ pub struct AceContext {
     pub pad_id: i64,
     pub silence: SilenceLatent,
     pub onnx_dir: Option<PathBuf>,
+    /// The LM folder and genres list (`lm_dir`, `genres_vocab`); read on the first LM call.
+    pub lm_paths: Option<(PathBuf, PathBuf)>,
+    /// The LM assets and the generation in progress: one generation at a time per context.
+    pub lm: Mutex<LmState>,
+}
+
+/// The LM side of a context.
+#[derive(Default)]
+pub struct LmState {
+    pub assets: Option<crate::lm::LmAssets>,
+    pub generation: Option<crate::lm::Generation>,
 }
 
 fn path_field(config: &Map<String, Value>, key: &str) -> FfiResult<Option<PathBuf>> {
@@ -75,7 +87,16 @@ impl AceContext {
         };
         let tokenizer = load_tokenizer(&tokenizer_json, tokenizer_config.as_deref())?;
         let silence = assets::load_silence_latent(&silence_path, manifest.as_ref())?;
-        Ok(Self { pad_id: tokenizer.pad_id, tokenizer: Mutex::new(tokenizer), silence, onnx_dir })
+        let lm_paths =
+            crate::lm::lm_paths(onnx_dir.as_deref(), path_field(config, "lm_dir")?, path_field(config, "genres_vocab")?).ok();
+        Ok(Self {
+            pad_id: tokenizer.pad_id,
+            tokenizer: Mutex::new(tokenizer),
+            silence,
+            onnx_dir,
+            lm_paths,
+            lm: Mutex::new(LmState::default()),
+        })
     }
 
     /// Token ids of `text`, truncated to `max_length` (special tokens added by the post-processor).
@@ -83,6 +104,20 @@ impl AceContext {
         // A poisoned lock only means another thread panicked mid-call; the tokenizer holds no partial state.
         let mut tok = self.tokenizer.lock().unwrap_or_else(|p| p.into_inner());
         tok.encode(text, max_length).map_err(|e| FfiError::new(AceStatus::InvalidArgument, None, e.to_string()))
+    }
+}
+
+impl AceContext {
+    /// The LM state, its assets loaded (on the first call).
+    pub fn lm(&self) -> FfiResult<std::sync::MutexGuard<'_, LmState>> {
+        let mut state = self.lm.lock().unwrap_or_else(|p| p.into_inner());
+        if state.assets.is_none() {
+            let (dir, genres) = self.lm_paths.as_ref().ok_or_else(|| {
+                FfiError::arg("lm_dir", "the LM functions need lm_dir (or onnx_dir) in the configuration")
+            })?;
+            state.assets = Some(crate::lm::LmAssets::load(dir, genres)?);
+        }
+        Ok(state)
     }
 }
 

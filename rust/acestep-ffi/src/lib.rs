@@ -14,6 +14,7 @@ pub mod assets;
 pub mod context;
 pub mod error;
 pub mod host;
+pub mod lm;
 #[doc(hidden)]
 pub mod testkit;
 
@@ -401,4 +402,102 @@ pub unsafe extern "C" fn ace_json_i64(
     out_count: *mut usize,
 ) -> AceStatus {
     json_read(json, path, out, capacity, out_count, |_, i| i.to_vec())
+}
+
+/// Start an LM planner generation on this context (simple mode): `options_json` is `{"query": str,
+/// "instrumental": bool, "vocal_language": str | null, "max_duration": int (10..600, default 240)}`.
+/// `*out_json` receives `{"prompt", "prompt_ids", "vocab_size", "eos_token_id", "pad_token_id",
+/// "max_new_tokens", "max_duration"}`: the host feeds `prompt_ids` to the LM graphs. One generation at a
+/// time per context (a reset abandons the previous one).
+///
+/// # Safety
+/// `options_json` a NUL-terminated string; `out_json` a writable `char *` slot.
+#[no_mangle]
+pub unsafe extern "C" fn ace_lm_reset(
+    ctx: *const AceContext,
+    options_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> AceStatus {
+    clear_out(out_json);
+    guard(|| {
+        let ctx = context(ctx)?;
+        let options = json_object(options_json, "options_json")?;
+        out_ptr(out_json, "out_json")?;
+        let mut state = ctx.lm()?;
+        state.generation = None;
+        let assets = state.assets.as_mut().ok_or_else(|| FfiError::arg("lm_dir", "LM assets not loaded"))?;
+        let (generation, info) = lm::begin(assets, &options)?;
+        state.generation = Some(generation);
+        write_json(out_json, &info)
+    })
+}
+
+/// Upstream's constrained-decoding FSM on one row of raw LM logits: `out_masked_logits` receives the row with
+/// every forbidden token at `-inf` (allowed ones unchanged, bit for bit). `vocab_size` must be the LM's.
+/// `out_masked_logits` may be `logits` itself. Then choose a token and call `ace_lm_update`.
+///
+/// # Safety
+/// `logits` holds `vocab_size` floats; `out_masked_logits` holds `vocab_size` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn ace_apply_lm_constraints(
+    ctx: *const AceContext,
+    logits: *const f32,
+    vocab_size: usize,
+    out_masked_logits: *mut f32,
+) -> AceStatus {
+    guard(|| {
+        let ctx = context(ctx)?;
+        let row = slice(logits, vocab_size, "logits")?.to_vec();
+        let mut state = ctx.lm()?;
+        let generation = state
+            .generation
+            .as_mut()
+            .ok_or_else(|| FfiError::arg("ctx", "no LM generation in progress: call ace_lm_reset first"))?;
+        let masked = generation.apply(&row)?;
+        slice_mut(out_masked_logits, vocab_size, "out_masked_logits")?.copy_from_slice(&masked);
+        Ok(())
+    })
+}
+
+/// Advance the FSM with the token the host chose after `ace_apply_lm_constraints`.
+///
+/// # Safety
+/// `ctx` is a live context.
+#[no_mangle]
+pub unsafe extern "C" fn ace_lm_update(ctx: *const AceContext, token_id: u32) -> AceStatus {
+    guard(|| {
+        let ctx = context(ctx)?;
+        let mut state = ctx.lm()?;
+        let generation = state
+            .generation
+            .as_mut()
+            .ok_or_else(|| FfiError::arg("ctx", "no LM generation in progress: call ace_lm_reset first"))?;
+        generation.update(token_id)
+    })
+}
+
+/// The planner's result from its token stream: decodes `token_ids` with the LM tokenizer and parses it as
+/// upstream's `create_sample_from_query` does. `*out_json` receives `{"text", "metadata_json" (Python's
+/// `json.dumps(metadata, ensure_ascii=False, sort_keys=True)`, byte for byte), "metadata", "sample"}`.
+/// `instrumental` comes from the last `ace_lm_reset` (false without one).
+///
+/// # Safety
+/// `token_ids` holds `len` ids; `out_json` a writable `char *` slot.
+#[no_mangle]
+pub unsafe extern "C" fn ace_finalize_metadata(
+    ctx: *const AceContext,
+    token_ids: *const i64,
+    len: usize,
+    out_json: *mut *mut c_char,
+) -> AceStatus {
+    clear_out(out_json);
+    guard(|| {
+        let ctx = context(ctx)?;
+        let tokens = slice(token_ids, len, "token_ids")?;
+        out_ptr(out_json, "out_json")?;
+        let state = ctx.lm()?;
+        let instrumental = state.generation.as_ref().is_some_and(|g| g.instrumental);
+        let assets = state.assets.as_ref().ok_or_else(|| FfiError::arg("lm_dir", "LM assets not loaded"))?;
+        write_json(out_json, &lm::finalize(&assets.tok, tokens, instrumental)?)
+    })
 }
