@@ -28,7 +28,9 @@ pub unsafe fn json_object(ptr: *const c_char, field: &str) -> FfiResult<serde_js
     let text = c_str(ptr, field)?;
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(FfiError::new(AceStatus::InvalidJson, Some(field.into()), format!("{field} must be a JSON object"))),
+        Ok(_) => {
+            Err(FfiError::new(AceStatus::InvalidJson, Some(field.into()), format!("{field} must be a JSON object")))
+        }
         Err(e) => Err(FfiError::new(AceStatus::InvalidJson, Some(field.into()), format!("{field}: {e}"))),
     }
 }
@@ -41,7 +43,11 @@ fn check_ptr<T>(ptr: *const T, len: usize, field: &str) -> FfiResult<()> {
         return Err(FfiError::arg(field, format!("{field} is not aligned to {} bytes", std::mem::align_of::<T>())));
     }
     if len.checked_mul(std::mem::size_of::<T>()).is_none_or(|b| b > isize::MAX as usize) {
-        return Err(FfiError::new(AceStatus::LengthMismatch, Some(field.into()), format!("{field}: length {len} is too large")));
+        return Err(FfiError::new(
+            AceStatus::LengthMismatch,
+            Some(field.into()),
+            format!("{field}: length {len} is too large"),
+        ));
     }
     Ok(())
 }

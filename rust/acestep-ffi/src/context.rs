@@ -51,7 +51,10 @@ impl AceContext {
     pub fn from_config(config: &Map<String, Value>) -> FfiResult<Self> {
         for key in config.keys() {
             if !CONFIG_KEYS.contains(&key.as_str()) {
-                return Err(FfiError::arg(key, format!("unknown configuration key {key:?} (allowed: {CONFIG_KEYS:?})")));
+                return Err(FfiError::arg(
+                    key,
+                    format!("unknown configuration key {key:?} (allowed: {CONFIG_KEYS:?})"),
+                ));
             }
         }
         if let Some(v) = config.get("abi_version") {
@@ -74,9 +77,9 @@ impl AceContext {
         }
         let from_dir = |name: &str| onnx_dir.as_ref().map(|d| d.join(name));
         let need = |key: &str, name: &str| -> FfiResult<PathBuf> {
-            path_field(config, key)?.or_else(|| from_dir(name)).ok_or_else(|| {
-                FfiError::arg(key, format!("the configuration needs onnx_dir or {key}"))
-            })
+            path_field(config, key)?
+                .or_else(|| from_dir(name))
+                .ok_or_else(|| FfiError::arg(key, format!("the configuration needs onnx_dir or {key}")))
         };
         let tokenizer_json = need("tokenizer_json", "tokenizer.json")?;
         let tokenizer_config = path_field(config, "tokenizer_config")?.or_else(|| from_dir("tokenizer_config.json"));
@@ -87,8 +90,12 @@ impl AceContext {
         };
         let tokenizer = load_tokenizer(&tokenizer_json, tokenizer_config.as_deref())?;
         let silence = assets::load_silence_latent(&silence_path, manifest.as_ref())?;
-        let lm_paths =
-            crate::lm::lm_paths(onnx_dir.as_deref(), path_field(config, "lm_dir")?, path_field(config, "genres_vocab")?).ok();
+        let lm_paths = crate::lm::lm_paths(
+            onnx_dir.as_deref(),
+            path_field(config, "lm_dir")?,
+            path_field(config, "genres_vocab")?,
+        )
+        .ok();
         Ok(Self {
             pad_id: tokenizer.pad_id,
             tokenizer: Mutex::new(tokenizer),

@@ -107,7 +107,9 @@ fn number(state: &Map<String, Value>, key: &str) -> FfiResult<Option<f64>> {
             .filter(|x| x.is_finite())
             .map(Some)
             .ok_or_else(|| FfiError::arg(key, format!("{key} is not a finite number"))),
-        Some(other) => Err(FfiError::new(AceStatus::InvalidJson, Some(key.into()), format!("{key} must be a number, got {other}"))),
+        Some(other) => {
+            Err(FfiError::new(AceStatus::InvalidJson, Some(key.into()), format!("{key} must be a number, got {other}")))
+        }
     }
 }
 
@@ -122,18 +124,35 @@ pub fn prepare_step(state: &Map<String, Value>, timestep: &mut [f32]) -> FfiResu
     if shift <= 0.0 {
         return Err(FfiError::arg("shift", format!("shift must be > 0, got {shift}")));
     }
-    let timesteps = match state.get("timesteps") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let values: Option<Vec<f64>> = items.iter().map(Value::as_f64).collect();
-            let values = values.filter(|v| !v.is_empty() && v.iter().all(|t| (0.0..=1.0).contains(t)));
-            Some(values.ok_or_else(|| FfiError::arg("timesteps", "timesteps must be a non-empty list of numbers in [0, 1]"))?)
-        }
-        Some(_) => return Err(FfiError::new(AceStatus::InvalidJson, Some("timesteps".into()), "timesteps must be a list or null")),
-    };
+    let timesteps =
+        match state.get("timesteps") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let values: Option<Vec<f64>> = items.iter().map(Value::as_f64).collect();
+                let values = values.filter(|v| !v.is_empty() && v.iter().all(|t| (0.0..=1.0).contains(t)));
+                Some(values.ok_or_else(|| {
+                    FfiError::arg("timesteps", "timesteps must be a non-empty list of numbers in [0, 1]")
+                })?)
+            }
+            Some(_) => {
+                return Err(FfiError::new(
+                    AceStatus::InvalidJson,
+                    Some("timesteps".into()),
+                    "timesteps must be a list or null",
+                ))
+            }
+        };
     let step = match state.get("step") {
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| FfiError::arg("step", format!("step must be a non-negative integer, got {n}")))?,
-        Some(other) => return Err(FfiError::new(AceStatus::InvalidJson, Some("step".into()), format!("step must be an integer, got {other}"))),
+        Some(Value::Number(n)) => {
+            n.as_u64().ok_or_else(|| FfiError::arg("step", format!("step must be a non-negative integer, got {n}")))?
+        }
+        Some(other) => {
+            return Err(FfiError::new(
+                AceStatus::InvalidJson,
+                Some("step".into()),
+                format!("step must be an integer, got {other}"),
+            ))
+        }
         None => return Err(FfiError::arg("step", "state needs the step index")),
     };
     let sched = schedule::resolve_schedule(shift, timesteps.as_deref());
@@ -142,10 +161,16 @@ pub fn prepare_step(state: &Map<String, Value>, timestep: &mut [f32]) -> FfiResu
         FfiError::arg("step", format!("step {step} is out of range: the schedule has {} steps", t32.len()))
     })?;
     if timestep.is_empty() {
-        return Err(FfiError::new(AceStatus::LengthMismatch, Some("out_timestep".into()), "out_timestep needs batch >= 1 elements"));
+        return Err(FfiError::new(
+            AceStatus::LengthMismatch,
+            Some("out_timestep".into()),
+            "out_timestep needs batch >= 1 elements",
+        ));
     }
     timestep.fill(t32[i]);
-    Ok(json!({"step": i, "steps": t32.len(), "t": f64::from(t32[i]), "dt": step_dts(&t32)[i], "final": i + 1 == t32.len()}))
+    Ok(
+        json!({"step": i, "steps": t32.len(), "t": f64::from(t32[i]), "dt": step_dts(&t32)[i], "final": i + 1 == t32.len()}),
+    )
 }
 
 /// `xt - vt * float32(dt)` (acestep-core's Euler step; the final x0 step is the same with `dt = t_last`).
@@ -158,7 +183,8 @@ pub fn scheduler_step(xt: &[f32], vt: &[f32], dt: f64) -> FfiResult<Vec<f32>> {
 
 /// The plan of `frames` latent frames, or an error naming `frames`.
 pub fn plan(frames: usize) -> FfiResult<Vec<tiling::Tile>> {
-    tiling::plan_tiles(frames, tiling::CPU_CHUNK_SIZE, tiling::OVERLAP).map_err(|e| FfiError::arg("frames", e.to_string()))
+    tiling::plan_tiles(frames, tiling::CPU_CHUNK_SIZE, tiling::OVERLAP)
+        .map_err(|e| FfiError::arg("frames", e.to_string()))
 }
 
 fn tile_of(frames: usize, tile: usize) -> FfiResult<tiling::Tile> {
@@ -169,7 +195,13 @@ fn tile_of(frames: usize, tile: usize) -> FfiResult<tiling::Tile> {
 }
 
 /// The `[channels, win]` VAE input window of tile `tile` of item `item` of `[batch, frames, channels]` latents.
-pub fn tile_window(latents: &[f32], batch: usize, frames: usize, item: usize, tile: usize) -> FfiResult<(usize, Vec<f32>)> {
+pub fn tile_window(
+    latents: &[f32],
+    batch: usize,
+    frames: usize,
+    item: usize,
+    tile: usize,
+) -> FfiResult<(usize, Vec<f32>)> {
     if batch == 0 || frames == 0 {
         return Err(FfiError::arg("batch", "batch and frames must be positive"));
     }
@@ -220,7 +252,8 @@ pub fn wav_bytes(audio_cs: &[f32], channels: usize, sample_rate: u32) -> FfiResu
         ));
     }
     let samples = audio_cs.len() / channels;
-    let data_len = u32::try_from(audio_cs.len() * 4).map_err(|_| FfiError::arg("len", "audio too long for a WAV file"))?;
+    let data_len =
+        u32::try_from(audio_cs.len() * 4).map_err(|_| FfiError::arg("len", "audio too long for a WAV file"))?;
     let mut out = Vec::with_capacity(58 + data_len as usize);
     out.extend(b"RIFF");
     out.extend((50 + data_len).to_le_bytes());
@@ -247,7 +280,8 @@ pub fn wav_bytes(audio_cs: &[f32], channels: usize, sample_rate: u32) -> FfiResu
 }
 
 pub fn write_file(path: &Path, bytes: &[u8]) -> FfiResult<()> {
-    std::fs::write(path, bytes).map_err(|e| FfiError::new(AceStatus::Io, Some("path".into()), format!("{}: {e}", path.display())))
+    std::fs::write(path, bytes)
+        .map_err(|e| FfiError::new(AceStatus::Io, Some("path".into()), format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -263,7 +297,10 @@ mod tests {
         let xt = [1.0f32, -2.0];
         let vt = [0.25f32, 3.0];
         assert_eq!(scheduler_step(&xt, &vt, dts[7]).expect("step"), schedule::x0_step(&xt, &vt, t32[7]));
-        assert_eq!(scheduler_step(&xt, &vt, dts[2]).expect("step"), schedule::ode_update(&xt, &vt, &schedule::SHIFT_3, 2));
+        assert_eq!(
+            scheduler_step(&xt, &vt, dts[2]).expect("step"),
+            schedule::ode_update(&xt, &vt, &schedule::SHIFT_3, 2)
+        );
     }
 
     #[test]

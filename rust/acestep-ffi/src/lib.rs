@@ -141,14 +141,18 @@ pub unsafe extern "C" fn ace_noise(
         let seeds = slice(seeds, n_seeds, "seeds")?;
         let out = slice_mut(out, out_len, "out")?;
         if seeds.is_empty() || frames == 0 {
-            return Err(FfiError::arg(if seeds.is_empty() { "n_seeds" } else { "frames" }, "n_seeds and frames must be positive"));
+            return Err(FfiError::arg(
+                if seeds.is_empty() { "n_seeds" } else { "frames" },
+                "n_seeds and frames must be positive",
+            ));
         }
         let want = n_seeds
             .checked_mul(frames)
             .and_then(|n| n.checked_mul(acestep_core::noise::LATENT_CHANNELS))
             .ok_or_else(|| FfiError::arg("frames", "n_seeds * frames * 64 overflows"))?;
         expect_len("out", out.len(), want)?;
-        let noise = acestep_core::noise::prepare_noise(seeds, frames).map_err(|e| FfiError::arg("seeds", e.to_string()))?;
+        let noise =
+            acestep_core::noise::prepare_noise(seeds, frames).map_err(|e| FfiError::arg("seeds", e.to_string()))?;
         out.copy_from_slice(&noise);
         Ok(())
     })
@@ -183,7 +187,12 @@ pub unsafe extern "C" fn ace_context_latents(
 /// # Safety
 /// `out` holds `out_len` writable floats.
 #[no_mangle]
-pub unsafe extern "C" fn ace_timbre_reference(ctx: *const AceContext, batch: usize, out: *mut f32, out_len: usize) -> AceStatus {
+pub unsafe extern "C" fn ace_timbre_reference(
+    ctx: *const AceContext,
+    batch: usize,
+    out: *mut f32,
+    out_len: usize,
+) -> AceStatus {
     guard(|| {
         let ctx = context(ctx)?;
         let out = slice_mut(out, out_len, "out")?;
@@ -346,9 +355,8 @@ unsafe fn json_read<T: Copy>(
     pick: fn(&[f64], &[i64]) -> Vec<T>,
 ) -> AceStatus {
     guard(|| {
-        let doc: serde_json::Value = serde_json::from_str(c_str(json, "json")?).map_err(|e| {
-            FfiError::new(AceStatus::InvalidJson, Some("json".into()), format!("json: {e}"))
-        })?;
+        let doc: serde_json::Value = serde_json::from_str(c_str(json, "json")?)
+            .map_err(|e| FfiError::new(AceStatus::InvalidJson, Some("json".into()), format!("json: {e}")))?;
         let path = c_str(path, "path")?;
         let count = out_ptr(out_count, "out_count")?;
         let (mut floats, mut ints) = (Vec::new(), Vec::new());

@@ -25,7 +25,8 @@ fn fsm_error(e: FsmError) -> FfiError {
         FsmError::UserField(_) => Some("vocal_language".to_string()),
         _ => None,
     };
-    let code = if matches!(e, FsmError::VocabSize { .. }) { AceStatus::LengthMismatch } else { AceStatus::InvalidArgument };
+    let code =
+        if matches!(e, FsmError::VocabSize { .. }) { AceStatus::LengthMismatch } else { AceStatus::InvalidArgument };
     FfiError::new(code, field, e.to_string())
 }
 
@@ -41,26 +42,35 @@ pub struct LmTok {
 impl LmTok {
     pub fn load(folder: &Path) -> FfiResult<Self> {
         let json_path = folder.join("tokenizer.json");
-        let io = |p: &Path, m: String| FfiError::new(AceStatus::Io, Some("lm_dir".into()), format!("{}: {m}", p.display()));
+        let io =
+            |p: &Path, m: String| FfiError::new(AceStatus::Io, Some("lm_dir".into()), format!("{}: {m}", p.display()));
         if !json_path.is_file() {
             return Err(io(&json_path, "the LM tokenizer is missing".into()));
         }
-        let tokenizer = Tokenizer::from_file(&json_path).map_err(|e| FfiError::arg("lm_dir", format!("{}: {e}", json_path.display())))?;
+        let tokenizer = Tokenizer::from_file(&json_path)
+            .map_err(|e| FfiError::arg("lm_dir", format!("{}: {e}", json_path.display())))?;
         let config_path = folder.join("tokenizer_config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| io(&config_path, e.to_string()))?;
-        let config: Value = serde_json::from_str(&text).map_err(|e| FfiError::arg("lm_dir", format!("{}: {e}", config_path.display())))?;
+        let config: Value = serde_json::from_str(&text)
+            .map_err(|e| FfiError::arg("lm_dir", format!("{}: {e}", config_path.display())))?;
         let token_id = |key: &str| -> FfiResult<Option<u32>> {
             let content = match config.get(key) {
                 None | Some(Value::Null) => return Ok(None),
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).unwrap_or_default().to_string(),
-                Some(other) => return Err(FfiError::arg("lm_dir", format!("{}: {key} is {other}", config_path.display()))),
+                Some(other) => {
+                    return Err(FfiError::arg("lm_dir", format!("{}: {key} is {other}", config_path.display())))
+                }
             };
             tokenizer.token_to_id(&content).map(Some).ok_or_else(|| {
-                FfiError::arg("lm_dir", format!("{}: token {content:?} is not in tokenizer.json", config_path.display()))
+                FfiError::arg(
+                    "lm_dir",
+                    format!("{}: token {content:?} is not in tokenizer.json", config_path.display()),
+                )
             })
         };
-        let eos = token_id("eos_token")?.ok_or_else(|| FfiError::arg("lm_dir", format!("{}: no eos_token", config_path.display())))?;
+        let eos = token_id("eos_token")?
+            .ok_or_else(|| FfiError::arg("lm_dir", format!("{}: no eos_token", config_path.display())))?;
         let pad = token_id("pad_token")?;
         let size = tokenizer.get_vocab_size(true);
         Ok(Self { tokenizer, eos, pad, size })
@@ -129,7 +139,11 @@ pub struct Generation {
 
 /// Where the LM files of a context live: `lm_dir` and `genres_vocab` from the configuration, else
 /// `<onnx_dir>/acestep-5Hz-lm-0.6B/{,genres_vocab.txt}`.
-pub fn lm_paths(onnx_dir: Option<&Path>, lm_dir: Option<PathBuf>, genres: Option<PathBuf>) -> FfiResult<(PathBuf, PathBuf)> {
+pub fn lm_paths(
+    onnx_dir: Option<&Path>,
+    lm_dir: Option<PathBuf>,
+    genres: Option<PathBuf>,
+) -> FfiResult<(PathBuf, PathBuf)> {
     let dir = lm_dir
         .or_else(|| onnx_dir.map(|d| d.join(LM_DIR)))
         .ok_or_else(|| FfiError::arg("lm_dir", "the LM functions need lm_dir (or onnx_dir) in the configuration"))?;
@@ -141,7 +155,9 @@ fn opt_str(options: &Map<String, Value>, key: &str) -> FfiResult<Option<String>>
     match options.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(FfiError::new(AceStatus::InvalidJson, Some(key.into()), format!("{key} must be a string, got {other}"))),
+        Some(other) => {
+            Err(FfiError::new(AceStatus::InvalidJson, Some(key.into()), format!("{key} must be a string, got {other}")))
+        }
     }
 }
 
@@ -155,13 +171,27 @@ pub fn begin(assets: &mut LmAssets, options: &Map<String, Value>) -> FfiResult<(
     let instrumental = match options.get("instrumental") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(FfiError::new(AceStatus::InvalidJson, Some("instrumental".into()), format!("instrumental must be a bool, got {other}"))),
+        Some(other) => {
+            return Err(FfiError::new(
+                AceStatus::InvalidJson,
+                Some("instrumental".into()),
+                format!("instrumental must be a bool, got {other}"),
+            ))
+        }
     };
     let language = opt_str(options, "vocal_language")?;
     let max_duration = match options.get("max_duration") {
         None | Some(Value::Null) => lm_planner::CPU_MAX_DURATION,
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| FfiError::arg("max_duration", format!("max_duration must be an integer, got {n}")))?,
-        Some(other) => return Err(FfiError::new(AceStatus::InvalidJson, Some("max_duration".into()), format!("max_duration must be an integer, got {other}"))),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| FfiError::arg("max_duration", format!("max_duration must be an integer, got {n}")))?,
+        Some(other) => {
+            return Err(FfiError::new(
+                AceStatus::InvalidJson,
+                Some("max_duration".into()),
+                format!("max_duration must be an integer, got {other}"),
+            ))
+        }
     };
     let tables = assets.tables(max_duration)?;
     let metadata = lm_fsm::simple_mode_user_metadata(language.as_deref());
@@ -194,7 +224,10 @@ impl Generation {
 
     pub fn update(&mut self, token: u32) -> FfiResult<()> {
         if token as usize >= self.vocab_size {
-            return Err(FfiError::arg("token_id", format!("token id {token} is outside the LM vocabulary ({})", self.vocab_size)));
+            return Err(FfiError::arg(
+                "token_id",
+                format!("token id {token} is outside the LM vocabulary ({})", self.vocab_size),
+            ));
         }
         self.fsm.update(token).map_err(fsm_error)
     }

@@ -173,9 +173,8 @@ fn tensor_family_checks_every_length() {
         assert_contract(status);
         let (item, tile) = (rng.below(5) as usize, rng.below(4) as usize);
         let mut win = vec![0f32; rng.below(64 * 260) as usize];
-        let status = unsafe {
-            ace_tile_window(ctx, buf.as_ptr(), len, batch, frames, item, tile, win.as_mut_ptr(), win.len())
-        };
+        let status =
+            unsafe { ace_tile_window(ctx, buf.as_ptr(), len, batch, frames, item, tile, win.as_mut_ptr(), win.len()) };
         assert_contract(status);
         let (mut s, mut e) = (0usize, 0usize);
         let status = unsafe { ace_tile_trim(ctx, frames, tile, rng.below(1 << 20) as usize, &mut s, &mut e) };

@@ -12,11 +12,14 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     let ctx = common::ctx();
-    let ids: Vec<i64> = data.chunks(8).map(|c| {
-        let mut b = [0u8; 8];
-        b[..c.len()].copy_from_slice(c);
-        i64::from_le_bytes(b)
-    }).collect();
+    let ids: Vec<i64> = data
+        .chunks(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            i64::from_le_bytes(b)
+        })
+        .collect();
     let mut out: *mut c_char = std::ptr::null_mut();
     common::check(unsafe { ace_finalize_metadata(ctx, ids.as_ptr(), ids.len(), &mut out) });
     unsafe { ace_string_free(out) };
@@ -26,8 +29,9 @@ fuzz_target!(|data: &[u8]| {
         unsafe { ace_string_free(out) };
     }
     let vocab = common::vocab_size(ctx);
-    let logits: Vec<f32> =
-        (0..vocab.unwrap_or(data.len())).map(|i| f32::from(*data.get(i % data.len().max(1)).unwrap_or(&0)) - 100.0).collect();
+    let logits: Vec<f32> = (0..vocab.unwrap_or(data.len()))
+        .map(|i| f32::from(*data.get(i % data.len().max(1)).unwrap_or(&0)) - 100.0)
+        .collect();
     let mut masked = vec![0f32; logits.len()];
     common::check(unsafe { ace_apply_lm_constraints(ctx, logits.as_ptr(), logits.len(), masked.as_mut_ptr()) });
     common::check(unsafe { ace_lm_update(ctx, ids.first().copied().unwrap_or(0) as u32) });
