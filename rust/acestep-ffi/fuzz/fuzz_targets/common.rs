@@ -1,4 +1,6 @@
 // Shared by the targets: one context on the test fixture (tiny tokenizer + silence latent), created once.
+// Not every target uses every helper.
+#![allow(dead_code)]
 use std::ffi::CString;
 use std::sync::OnceLock;
 
