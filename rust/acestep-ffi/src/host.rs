@@ -284,32 +284,6 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> FfiResult<()> {
         .map_err(|e| FfiError::new(AceStatus::Io, Some("path".into()), format!("{}: {e}", path.display())))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dts_end_with_the_last_timestep() {
-        let t32 = schedule::schedule_f32(&schedule::SHIFT_3);
-        let dts = step_dts(&t32);
-        assert_eq!(dts.len(), 8);
-        assert_eq!(dts[7] as f32, t32[7]);
-        let xt = [1.0f32, -2.0];
-        let vt = [0.25f32, 3.0];
-        assert_eq!(scheduler_step(&xt, &vt, dts[7]).expect("step"), schedule::x0_step(&xt, &vt, t32[7]));
-        assert_eq!(
-            scheduler_step(&xt, &vt, dts[2]).expect("step"),
-            schedule::ode_update(&xt, &vt, &schedule::SHIFT_3, 2)
-        );
-    }
-
-    #[test]
-    fn case_field_is_extracted() {
-        assert_eq!(case_field("x.json: field 'bpm': 5 is out of range 30..300").as_deref(), Some("bpm"));
-        assert_eq!(case_field("x.json: top level must be a JSON object"), None);
-    }
-}
-
 /// The value at a dot-separated `path` (`"tiles.2.win_start"`; array indices are numbers) of `doc`.
 pub fn json_at<'a>(doc: &'a Value, path: &str) -> FfiResult<&'a Value> {
     let mut node = doc;
@@ -355,4 +329,30 @@ pub fn json_numbers(node: &Value, path: &str, out: &mut Vec<f64>, ints: &mut Vec
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dts_end_with_the_last_timestep() {
+        let t32 = schedule::schedule_f32(&schedule::SHIFT_3);
+        let dts = step_dts(&t32);
+        assert_eq!(dts.len(), 8);
+        assert_eq!(dts[7] as f32, t32[7]);
+        let xt = [1.0f32, -2.0];
+        let vt = [0.25f32, 3.0];
+        assert_eq!(scheduler_step(&xt, &vt, dts[7]).expect("step"), schedule::x0_step(&xt, &vt, t32[7]));
+        assert_eq!(
+            scheduler_step(&xt, &vt, dts[2]).expect("step"),
+            schedule::ode_update(&xt, &vt, &schedule::SHIFT_3, 2)
+        );
+    }
+
+    #[test]
+    fn case_field_is_extracted() {
+        assert_eq!(case_field("x.json: field 'bpm': 5 is out of range 30..300").as_deref(), Some("bpm"));
+        assert_eq!(case_field("x.json: top level must be a JSON object"), None);
+    }
 }

@@ -17,7 +17,7 @@ pub fn write_fixture(dir: &Path) -> std::io::Result<PathBuf> {
     let (channels, frames) = (64usize, 16usize);
     let data: Vec<f32> = (0..channels * frames).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {channels}, {frames}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
