@@ -18,7 +18,7 @@ HAVE_CARGO := $(shell command -v $(CARGO) 2>/dev/null)
 # rustfmt is a rustup component; where it is missing the format check is skipped, not the build.
 FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; else echo "rustfmt missing: format check skipped"; fi
 
-.PHONY: setup run test lint clean rust rust-test rust-lint
+.PHONY: setup run test lint clean rust rust-test rust-lint header dist
 
 setup: $(DEPS_STAMP)
 
@@ -64,5 +64,13 @@ ifdef HAVE_CARGO
 	$(CARGO) clippy --locked -j $(CARGO_JOBS) --all-targets -- -D warnings
 endif
 
+# The C-ABI library (rust/acestep-ffi): regenerate include/acestep_runtime.h with cbindgen (a test fails when it is
+# stale), and the release archive dist/acestep-runtime-*.tar.gz with SHA256SUMS (docs/dll_api.md).
+header:
+	ACESTEP_UPDATE_HEADER=1 $(CARGO) test --release --locked -j $(CARGO_JOBS) -p acestep-ffi --test header
+
+dist: rust
+	bash scripts/dll_release.sh
+
 clean:
-	rm -rf $(REPORTS) out .cache .pytest_cache
+	rm -rf $(REPORTS) out .cache .pytest_cache dist

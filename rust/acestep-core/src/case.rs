@@ -177,8 +177,14 @@ pub fn load_case(path: &Path) -> Result<Case, CaseError> {
             format!("{}: cannot read: {e}", path.display())
         })
     })?;
+    parse_case(path, &raw)
+}
+
+/// Validate the bytes of a case file; `path` names the file in messages and its stem must equal `id`
+/// (the C-ABI library passes `<id>.json` for a case given as JSON text).
+pub fn parse_case(path: &Path, raw: &[u8]) -> Result<Case, CaseError> {
     let text =
-        std::str::from_utf8(&raw).map_err(|e| CaseError(format!("{}: not valid UTF-8 JSON: {e}", path.display())))?;
+        std::str::from_utf8(raw).map_err(|e| CaseError(format!("{}: not valid UTF-8 JSON: {e}", path.display())))?;
     let data: Value =
         serde_json::from_str(text).map_err(|e| CaseError(format!("{}: not valid UTF-8 JSON: {e}", path.display())))?;
     let Value::Object(data) = data else {
@@ -300,7 +306,7 @@ pub fn load_case(path: &Path) -> Result<Case, CaseError> {
         output_format: fmt,
         query,
         instrumental: data.get("instrumental").and_then(Value::as_bool).unwrap_or(false),
-        sha256: Sha256::digest(&raw).iter().map(|b| format!("{b:02x}")).collect(),
+        sha256: Sha256::digest(raw).iter().map(|b| format!("{b:02x}")).collect(),
     })
 }
 

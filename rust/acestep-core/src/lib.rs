@@ -16,6 +16,7 @@ pub mod prompts;
 pub mod pyfmt;
 pub mod schedule;
 pub mod tiling;
+pub mod tokenizer;
 pub mod tolerances;
 
 /// Errors of the host logic that are not tied to a file (those are [`case::CaseError`] and

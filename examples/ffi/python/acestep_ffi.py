@@ -1,0 +1,356 @@
+"""A Python host of the ACE-Step C-ABI library (``libacestep_runtime``): ONNX Runtime from the ``onnxruntime``
+wheel runs the five graphs, the library does everything else (case validation, prompts, tokenization, noise,
+schedule, scheduler step, VAE tiling, post-processing). Needs only numpy, onnxruntime and ctypes.
+
+It is also the ``dll`` backend of the parity suite (``acestep_parity/backends/dll.py`` loads this file), so
+``dll~py_ort`` proves that this path reproduces the Python ORT runtime bit for bit.
+
+    python examples/ffi/python/acestep_ffi.py --onnx-dir DIR --case cases/text2music_01.json --out out.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ABI_VERSION = 1
+GRAPHS = ("text_encoder", "lyric_embedding", "condition_encoder", "dit_decoder", "vae_decoder")
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
+_F32P = ctypes.POINTER(ctypes.c_float)
+_SIZE = ctypes.c_size_t
+_CTX = ctypes.c_void_p
+_STR = ctypes.c_char_p
+_OUT_STR = ctypes.POINTER(ctypes.c_void_p)
+
+
+class AceError(RuntimeError):
+    """A failed library call: ``code``, ``name`` and ``field`` from the library's JSON error."""
+
+    def __init__(self, call: str, error: dict):
+        super().__init__(f"{call}: {error.get('name')} ({error.get('code')}): {error.get('message')}"
+                         + (f" [field {error['field']}]" if error.get("field") else ""))
+        self.code = error.get("code")
+        self.name = error.get("name")
+        self.field = error.get("field")
+
+
+def default_library() -> Path:
+    """``$ACESTEP_FFI_LIB``, else ``libacestep_runtime.so`` in the cargo target folder (``$CARGO_TARGET_DIR``,
+    then the Makefile's cache folder, then ``target/``)."""
+    env = os.environ.get("ACESTEP_FFI_LIB")
+    if env:
+        return Path(env)
+    name = {"darwin": "libacestep_runtime.dylib", "win32": "acestep_runtime.dll"}.get(sys.platform,
+                                                                                     "libacestep_runtime.so")
+    bases = [os.environ.get("CARGO_TARGET_DIR"), str(Path.home() / ".cache/acestep-parity/cargo-target"),
+             str(Path(__file__).resolve().parents[3] / "target")]
+    for base in filter(None, bases):
+        candidate = Path(base) / "release" / name
+        if candidate.is_file():
+            return candidate
+    return Path(bases[0] or bases[1]) / "release" / name
+
+
+def _ptr(array: np.ndarray):
+    return array.ctypes.data_as(_F32P)
+
+
+class Library:
+    """The library's entry points with their C signatures; every status is checked."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        lib = ctypes.CDLL(str(self.path))
+        sig = {
+            "ace_abi_version": (ctypes.c_uint32, []),
+            "ace_version_string": (ctypes.c_void_p, []),
+            "ace_string_free": (None, [ctypes.c_void_p]),
+            "ace_last_error": (ctypes.c_void_p, []),
+            "ace_create_context": (_CTX, [_STR]),
+            "ace_free_context": (None, [_CTX]),
+            "ace_prepare_request": (ctypes.c_int32, [_CTX, _STR, _OUT_STR]),
+            "ace_noise": (ctypes.c_int32, [_CTX, ctypes.POINTER(ctypes.c_uint64), _SIZE, _SIZE, _F32P, _SIZE]),
+            "ace_context_latents": (ctypes.c_int32, [_CTX, _SIZE, _SIZE, _F32P, _SIZE]),
+            "ace_timbre_reference": (ctypes.c_int32, [_CTX, _SIZE, _F32P, _SIZE]),
+            "ace_prepare_step_inputs": (ctypes.c_int32, [_CTX, _STR, _F32P, _SIZE, _OUT_STR]),
+            "ace_scheduler_step": (ctypes.c_int32, [_CTX, _F32P, _F32P, _SIZE, ctypes.c_double, _F32P]),
+            "ace_tile_window": (ctypes.c_int32, [_CTX, _F32P, _SIZE, _SIZE, _SIZE, _SIZE, _SIZE, _F32P, _SIZE]),
+            "ace_tile_trim": (ctypes.c_int32, [_CTX, _SIZE, _SIZE, _SIZE, ctypes.POINTER(_SIZE),
+                                               ctypes.POINTER(_SIZE)]),
+            "ace_postprocess_audio": (ctypes.c_int32, [_CTX, _F32P, _SIZE, _SIZE, _F32P]),
+            "ace_write_wav": (ctypes.c_int32, [_CTX, _STR, _F32P, _SIZE, _SIZE]),
+            "ace_lm_reset": (ctypes.c_int32, [_CTX, _STR, _OUT_STR]),
+            "ace_apply_lm_constraints": (ctypes.c_int32, [_CTX, _F32P, _SIZE, _F32P]),
+            "ace_lm_update": (ctypes.c_int32, [_CTX, ctypes.c_uint32]),
+            "ace_finalize_metadata": (ctypes.c_int32, [_CTX, ctypes.POINTER(ctypes.c_int64), _SIZE, _OUT_STR]),
+        }
+        for name, (restype, argtypes) in sig.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+        self.lib = lib
+        abi = lib.ace_abi_version()
+        if abi != ABI_VERSION:
+            raise RuntimeError(f"{self.path} implements ABI {abi}, this host speaks ABI {ABI_VERSION}")
+
+    def take_string(self, ptr: int | None) -> str | None:
+        """Copy a library-owned string and free it (the ownership rule of every returned char *)."""
+        if not ptr:
+            return None
+        try:
+            return ctypes.string_at(ptr).decode("utf-8")
+        finally:
+            self.lib.ace_string_free(ptr)
+
+    def last_error(self) -> dict | None:
+        text = self.take_string(self.lib.ace_last_error())
+        return json.loads(text) if text else None
+
+    def check(self, call: str, status: int) -> None:
+        if status != 0:
+            raise AceError(call, self.last_error() or {"code": status, "message": "no error recorded"})
+
+    def version(self) -> str:
+        return self.take_string(self.lib.ace_version_string()) or ""
+
+    def call_json(self, name: str, *args) -> dict:
+        """Call an entry point whose last argument is ``char **out_json``; the parsed, freed JSON."""
+        out = ctypes.c_void_p()
+        self.check(name, getattr(self.lib, name)(*args, ctypes.byref(out)))
+        return json.loads(self.take_string(out.value))
+
+
+class Context:
+    """One ``AceContext``: create on enter / construction, free on ``close``."""
+
+    def __init__(self, library: Library, config: dict):
+        self.library = library
+        lib = library.lib
+        self.handle = lib.ace_create_context(json.dumps(config).encode("utf-8"))
+        if not self.handle:
+            raise AceError("ace_create_context", library.last_error() or {})
+
+    def close(self) -> None:
+        if self.handle:
+            self.library.lib.ace_free_context(self.handle)
+            self.handle = None
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _lib(self):
+        return self.library.lib
+
+    def prepare_request(self, case: dict) -> dict:
+        return self.library.call_json("ace_prepare_request", self.handle, json.dumps(case).encode("utf-8"))
+
+    def noise(self, seeds: list[int], frames: int) -> np.ndarray:
+        out = np.empty((len(seeds), frames, 64), dtype=np.float32)
+        arr = (ctypes.c_uint64 * len(seeds))(*seeds)
+        self.library.check("ace_noise", self._lib().ace_noise(self.handle, arr, len(seeds), frames, _ptr(out),
+                                                              out.size))
+        return out
+
+    def context_latents(self, shape: list[int]) -> np.ndarray:
+        out = np.empty(shape, dtype=np.float32)
+        self.library.check("ace_context_latents", self._lib().ace_context_latents(
+            self.handle, shape[1], shape[0], _ptr(out), out.size))
+        return out
+
+    def timbre_reference(self, shape: list[int]) -> np.ndarray:
+        out = np.empty(shape, dtype=np.float32)
+        self.library.check("ace_timbre_reference", self._lib().ace_timbre_reference(
+            self.handle, shape[0], _ptr(out), out.size))
+        return out
+
+    def step_inputs(self, state: dict, batch: int) -> tuple[np.ndarray, dict]:
+        t = np.empty((batch,), dtype=np.float32)
+        info = self.library.call_json("ace_prepare_step_inputs", self.handle, json.dumps(state).encode("utf-8"),
+                                      _ptr(t), batch)
+        return t, info
+
+    def scheduler_step(self, xt: np.ndarray, vt: np.ndarray, dt: float) -> np.ndarray:
+        xt = np.ascontiguousarray(xt, dtype=np.float32)
+        vt = np.ascontiguousarray(vt, dtype=np.float32)
+        if xt.shape != vt.shape:
+            raise ValueError(f"xt {xt.shape} and vt {vt.shape} differ")
+        out = np.empty_like(xt)
+        self.library.check("ace_scheduler_step", self._lib().ace_scheduler_step(
+            self.handle, _ptr(xt), _ptr(vt), xt.size, dt, _ptr(out)))
+        return out
+
+    def tile_window(self, latents: np.ndarray, item: int, tile: int, width: int) -> np.ndarray:
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        out = np.empty((1, 64, width), dtype=np.float32)
+        self.library.check("ace_tile_window", self._lib().ace_tile_window(
+            self.handle, _ptr(latents), latents.size, latents.shape[0], latents.shape[1], item, tile, _ptr(out),
+            out.size))
+        return out
+
+    def tile_trim(self, frames: int, tile: int, decoded_len: int) -> tuple[int, int]:
+        start, end = _SIZE(), _SIZE()
+        self.library.check("ace_tile_trim", self._lib().ace_tile_trim(
+            self.handle, frames, tile, decoded_len, ctypes.byref(start), ctypes.byref(end)))
+        return start.value, end.value
+
+    def postprocess_audio(self, audio: np.ndarray) -> np.ndarray:
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        out = np.empty_like(audio)
+        self.library.check("ace_postprocess_audio", self._lib().ace_postprocess_audio(
+            self.handle, _ptr(audio), audio.size, audio.shape[0], _ptr(out)))
+        return out
+
+    def write_wav(self, path: Path, item: np.ndarray) -> None:
+        item = np.ascontiguousarray(item, dtype=np.float32)
+        self.library.check("ace_write_wav", self._lib().ace_write_wav(
+            self.handle, str(path).encode("utf-8"), _ptr(item), item.size, item.shape[0]))
+
+
+    # ---- the LM planner's host logic (the host runs lm_prefill / lm_decode and picks tokens)
+
+    def lm_reset(self, options: dict) -> dict:
+        return self.library.call_json("ace_lm_reset", self.handle, json.dumps(options).encode("utf-8"))
+
+    def apply_lm_constraints(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
+        out = np.empty_like(logits)
+        self.library.check("ace_apply_lm_constraints", self._lib().ace_apply_lm_constraints(
+            self.handle, _ptr(logits), logits.size, _ptr(out)))
+        return out
+
+    def lm_update(self, token: int) -> None:
+        self.library.check("ace_lm_update", self._lib().ace_lm_update(self.handle, int(token)))
+
+    def finalize_metadata(self, tokens) -> dict:
+        ids = np.ascontiguousarray(tokens, dtype=np.int64)
+        return self.library.call_json("ace_finalize_metadata", self.handle,
+                                      ids.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)), ids.size)
+
+
+def session_options() -> ort.SessionOptions:
+    """The options of the Python ORT runtime (runtimes/py_ort SessionConfig): same threads, same
+    optimization level, sequential execution; identical options are what makes the results bit-equal."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(os.environ.get("ACESTEP_ORT_THREADS", "0"))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
+class Host:
+    """ONNX Runtime sessions of one exported folder plus a library context: runs whole cases."""
+
+    def __init__(self, onnx_dir: Path, library: Library | Path | None = None,
+                 options: ort.SessionOptions | None = None, providers: list[str] | None = None):
+        self.onnx_dir = Path(onnx_dir)
+        self.library = library if isinstance(library, Library) else Library(library or default_library())
+        self.context = Context(self.library, {"onnx_dir": str(self.onnx_dir)})
+        opts = options or session_options()
+        self.sessions = {g: ort.InferenceSession(str(self.onnx_dir / f"{g}.onnx"), sess_options=opts,
+                                                 providers=providers or ["CPUExecutionProvider"]) for g in GRAPHS}
+
+    def _input_dtype(self, graph: str, name: str):
+        for io in self.sessions[graph].get_inputs():
+            if io.name == name:
+                return _ORT_TYPES[io.type]
+        raise KeyError(f"{graph}.onnx has no input {name!r}")
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.sessions[graph].run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+
+    def dit(self, xt, t, encoder_hidden_states, context_latents) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float32)
+        return self.run("dit_decoder", {"hidden_states": np.asarray(xt, dtype=np.float32), "timestep": t,
+                                        "timestep_r": t,
+                                        "encoder_hidden_states": np.asarray(encoder_hidden_states, np.float32),
+                                        "context_latents": np.asarray(context_latents, np.float32)})[0]
+
+    def run_case(self, case: dict) -> dict[str, np.ndarray]:
+        """Every capture point of one text2music case (the names, dtypes and shapes of py_ort's)."""
+        ctx = self.context
+        req = ctx.prepare_request(case)
+        caps: dict[str, np.ndarray] = {}
+        for name in ("text_token_ids", "lyric_token_ids"):
+            caps[name] = np.asarray(req[name]["data"], dtype=np.int64).reshape(req[name]["shape"])
+        for name in ("text_attention_mask", "lyric_attention_mask"):
+            caps[name] = np.asarray(req[name]["data"], dtype=np.int64).reshape(req[name]["shape"]).astype(bool)
+        caps["text_hidden_states"] = self.run("text_encoder", {"input_ids": caps["text_token_ids"]})[0]
+        caps["lyric_hidden_states"] = self.run("lyric_embedding", {"input_ids": caps["lyric_token_ids"]})[0]
+        timbre = ctx.timbre_reference(req["timbre_reference_shape"])
+        dtype = self._input_dtype
+        enc, enc_mask = self.run("condition_encoder", {
+            "text_hidden_states": caps["text_hidden_states"],
+            "text_attention_mask": caps["text_attention_mask"].astype(dtype("condition_encoder",
+                                                                            "text_attention_mask")),
+            "lyric_hidden_states": caps["lyric_hidden_states"],
+            "lyric_attention_mask": caps["lyric_attention_mask"].astype(dtype("condition_encoder",
+                                                                              "lyric_attention_mask")),
+            "timbre_reference": timbre})
+        caps["encoder_hidden_states"] = enc.astype(np.float32)
+        caps["encoder_attention_mask"] = enc_mask.astype(bool)
+        caps["context_latents"] = ctx.context_latents(req["context_latents_shape"])
+        caps["schedule"] = np.asarray(req["schedule"], dtype=np.float32)
+        frames, batch = req["latent_frames"], req["batch"]
+        xt = ctx.noise(req["seeds"], frames)
+        caps["noise"] = xt.copy()
+        state = {"shift": case.get("shift", 1.0), "timesteps": case.get("timesteps")}
+        xs, vs = [], []
+        for i in range(req["steps"]):
+            t, info = ctx.step_inputs({**state, "step": i}, batch)
+            xs.append(xt)
+            vt = self.dit(xt, t, caps["encoder_hidden_states"], caps["context_latents"]).astype(np.float32)
+            vs.append(vt)
+            xt = ctx.scheduler_step(xt, vt, info["dt"])
+        caps["xt"], caps["vt"], caps["pred_latents"] = np.stack(xs), np.stack(vs), xt
+        if not np.all(np.isfinite(xt)):
+            raise FloatingPointError("pred_latents contain NaN/Inf; refusing to decode (upstream raises here too)")
+        items = []
+        for b in range(batch):
+            pieces = []
+            for k, tile in enumerate(req["tiles"]):
+                window = ctx.tile_window(xt, b, k, tile["win_end"] - tile["win_start"])
+                audio = self.run("vae_decoder", {"latents": window})[0]
+                start, end = ctx.tile_trim(frames, k, audio.shape[-1])
+                pieces.append(audio[:, :, start:end])
+            items.append(np.concatenate(pieces, axis=-1))
+        caps["audio_decoded"] = np.concatenate(items, axis=0).astype(np.float32)
+        caps["audio"] = ctx.postprocess_audio(caps["audio_decoded"])
+        return caps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx-dir", type=Path, required=True, help="exported ONNX folder (acestep-export)")
+    parser.add_argument("--case", type=Path, required=True, help="a case file (cases/*.json)")
+    parser.add_argument("--out", type=Path, help="wav file of the first item")
+    parser.add_argument("--dump", type=Path, help="npz of every capture point")
+    parser.add_argument("--lib", type=Path, help="the library (default: $ACESTEP_FFI_LIB or the cargo target)")
+    args = parser.parse_args(argv)
+    host = Host(args.onnx_dir, args.lib)
+    case = json.loads(args.case.read_text(encoding="utf-8"))
+    caps = host.run_case(case)
+    if args.out:
+        host.context.write_wav(args.out, caps["audio"][0])
+    if args.dump:
+        np.savez(args.dump, **caps)
+    print(json.dumps({"library": host.library.version(), "case": case.get("id"),
+                      "audio_shape": list(caps["audio"].shape)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,459 @@
+"""The C-ABI library (``rust/acestep-ffi``, ``libacestep_runtime.so``) and its hosts.
+
+* linking: no ONNX Runtime inside (``readelf -d`` NEEDED, ``nm -D`` symbols), the exported ``ace_*`` symbols a
+  superset of the committed ABI v1 list (additions only), every header function exported;
+* the error contract through ctypes: NULL pointers, invalid UTF-8, bad JSON, wrong lengths give a status and a
+  structured JSON error, never a crash;
+* the Python host (the ``dll`` backend): every capture of every case equal to py_ort's, max_abs recorded
+  (the per-tensor / per-step gates of ``dll~py_ort`` and ``dll~torch`` run in ``tests/test_parity.py``);
+* the C and Node.js hosts run one whole case each, captures bit-equal to py_ort; the C# host (Mono) replays
+  recorded inputs through the library and must equal Python bit for bit.
+
+Tests that need the library skip, saying how to build it, where it is not built (``make test`` builds it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acestep_parity import paths
+from acestep_parity.backends.dll import BUILD_HINT, find_library, load_host_module
+
+ABI_SYMBOLS = paths.REPO_ROOT / "rust" / "acestep-ffi" / "abi" / "v1.symbols"
+HEADER = paths.REPO_ROOT / "include" / "acestep_runtime.h"
+EXAMPLES = paths.REPO_ROOT / "examples" / "ffi"
+CAPTURES = (
+    "text_token_ids", "text_attention_mask", "lyric_token_ids", "lyric_attention_mask", "text_hidden_states",
+    "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
+    "noise", "xt", "vt", "pred_latents", "audio_decoded", "audio",
+)
+TOOL_CACHE = Path(os.environ.get("ACESTEP_TOOL_CACHE", Path.home() / ".cache" / "acestep-parity"))
+
+
+@pytest.fixture(scope="module")
+def library() -> Path:
+    lib = find_library()
+    if lib is None:
+        pytest.skip(f"libacestep_runtime.so is not built; {BUILD_HINT}")
+    return lib
+
+
+@pytest.fixture(scope="module")
+def host_module():
+    return load_host_module()
+
+
+@pytest.fixture(scope="module")
+def ffi(library, host_module):
+    return host_module.Library(library)
+
+
+def _backend(parity_session, name: str):
+    backend = parity_session.backend(name, "fp32")
+    availability = backend.availability()
+    if not availability.ok:
+        pytest.skip(f"backend {name} unavailable: {availability.reason}")
+    return backend
+
+
+@pytest.fixture(scope="module")
+def dll(parity_session):
+    return _backend(parity_session, "dll")
+
+
+@pytest.fixture(scope="module")
+def py_ort(parity_session):
+    return _backend(parity_session, "py_ort")
+
+
+# ------------------------------------------------------------------------------------------- linking and ABI
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} (binutils) is not installed")
+    return found
+
+
+def exported_symbols(lib: Path) -> list[str]:
+    out = subprocess.run([_tool("nm"), "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True)
+    return sorted(line.split()[-1] for line in out.stdout.splitlines() if line.strip())
+
+
+def test_library_links_no_onnxruntime(library, record_property):
+    dynamic = subprocess.run([_tool("readelf"), "-d", str(library)], capture_output=True, text=True, check=True)
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic.stdout)
+    record_property("needed", " ".join(needed))
+    assert needed, "readelf found no NEEDED entries: not a dynamic library?"
+    assert not [n for n in needed if "onnxruntime" in n.lower()], needed
+    symbols = subprocess.run([_tool("nm"), "-D", str(library)], capture_output=True, text=True, check=True).stdout
+    ort = [line for line in symbols.splitlines() if re.search(r"\b_?Ort[A-Z]", line) or "onnxruntime" in line]
+    assert not ort, f"ONNX Runtime symbols in the library: {ort[:5]}"
+
+
+def test_exported_symbols_are_a_superset_of_abi_v1(library, record_property):
+    """ABI v1 only grows: every committed symbol is still exported (new ones are added to the list)."""
+    ace = [s for s in exported_symbols(library) if s.startswith("ace_")]
+    record_property("symbols", " ".join(ace))
+    committed = [line.strip() for line in ABI_SYMBOLS.read_text(encoding="utf-8").splitlines()
+                 if line.strip() and not line.startswith("#")]
+    missing = sorted(set(committed) - set(ace))
+    assert not missing, f"symbols of ABI v1 no longer exported (a breaking change): {missing}"
+    added = sorted(set(ace) - set(committed))
+    assert not added, f"new exported symbols {added}: append them to {ABI_SYMBOLS.relative_to(paths.REPO_ROOT)}"
+
+
+def test_header_declares_exactly_the_exported_functions(library):
+    declared = set(re.findall(r"\b(ace_[a-z0-9_]+)\s*\(", HEADER.read_text(encoding="utf-8")))
+    ace = {s for s in exported_symbols(library) if s.startswith("ace_")}
+    assert declared == ace, (sorted(declared - ace), sorted(ace - declared))
+
+
+# ------------------------------------------------------------------------------------------- error contract
+
+
+def _error(ffi) -> dict:
+    err = ffi.last_error()
+    assert err is not None and set(err) == {"code", "name", "message", "field"}, err
+    return err
+
+
+def test_version_and_abi(ffi):
+    assert ffi.lib.ace_abi_version() == 1
+    assert re.fullmatch(r"acestep-runtime \d+\.\d+\.\d+ \(abi 1\)", ffi.version())
+    assert ffi.last_error() is None
+
+
+@pytest.mark.parametrize("config, code, field", [
+    (None, 1, "config_json"),
+    (b"\xff\xfe{}", 2, "config_json"),
+    (b"{not json", 3, "config_json"),
+    (b"[1, 2]", 3, "config_json"),
+    (b'{"bogus": 1}', 4, "bogus"),
+    (b'{"abi_version": 2}', 4, "abi_version"),
+    (b'{"onnx_dir": 5}', 3, "onnx_dir"),
+    (b'{"onnx_dir": "/nonexistent/acestep"}', 6, "onnx_dir"),
+    (b"{}", 4, "tokenizer_json"),
+], ids=["null", "utf8", "syntax", "not-object", "unknown-key", "abi", "type", "missing-dir", "empty"])
+def test_create_context_errors(ffi, config, code, field):
+    assert not ffi.lib.ace_create_context(config)
+    err = _error(ffi)
+    assert (err["code"], err["field"]) == (code, field), err
+
+
+@pytest.fixture(scope="module")
+def context(ffi, host_module, dll):
+    with host_module.Context(ffi, {"onnx_dir": str(dll.onnx_dir)}) as ctx:
+        yield ctx
+
+
+def _case_json(case_id: str) -> dict:
+    return json.loads((paths.CASES_DIR / f"{case_id}.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"bpm": 5}, "bpm"), ({"seeds": []}, "seeds"), ({"shift": 0}, "shift"), ({"duration": 601}, "duration"),
+    ({"timesteps": [2.0]}, "timesteps"), ({"bogus": 1}, "bogus"), ({"task": "nope"}, "task"),
+], ids=["bpm", "seeds", "shift", "duration", "timesteps", "unknown", "task"])
+def test_prepare_request_names_the_bad_field(context, host_module, change, field):
+    with pytest.raises(host_module.AceError) as info:
+        context.prepare_request({**_case_json("text2music_01"), **change})
+    assert (info.value.code, info.value.field) == (4, field)
+
+
+def test_calls_reject_null_and_wrong_lengths(ffi, context):
+    lib, F = ffi.lib, ctypes.POINTER(ctypes.c_float)
+    buf = (ctypes.c_float * 8)()
+    out = ctypes.c_void_p()
+    assert lib.ace_prepare_request(None, b"{}", ctypes.byref(out)) == 1 and _error(ffi)["field"] == "ctx"
+    assert lib.ace_prepare_request(context.handle, None, ctypes.byref(out)) == 1
+    assert lib.ace_prepare_request(context.handle, b"\xc3\x28", ctypes.byref(out)) == 2 and not out.value
+    assert lib.ace_prepare_request(context.handle, b"{}", None) in (1, 4)
+    assert lib.ace_scheduler_step(context.handle, None, ctypes.cast(buf, F), 8, 0.1, ctypes.cast(buf, F)) == 1
+    assert _error(ffi)["field"] == "xt"
+    assert lib.ace_scheduler_step(context.handle, ctypes.cast(buf, F), ctypes.cast(buf, F), 8, float("nan"),
+                                  ctypes.cast(buf, F)) == 4
+    seeds = (ctypes.c_uint64 * 1)(42)
+    assert lib.ace_noise(context.handle, seeds, 1, 2, ctypes.cast(buf, F), 8) == 5
+    assert _error(ffi) == {"code": 5, "name": "length_mismatch", "field": "out",
+                           "message": "out has 8 elements, this call needs exactly 128"}
+    assert lib.ace_timbre_reference(context.handle, 1, ctypes.cast(buf, F), 8) == 5
+    assert lib.ace_postprocess_audio(context.handle, ctypes.cast(buf, F), 7, 2, ctypes.cast(buf, F)) == 5
+    misaligned = ctypes.cast(ctypes.addressof(buf) + 1, F)
+    assert lib.ace_scheduler_step(context.handle, misaligned, ctypes.cast(buf, F), 4, 0.1, ctypes.cast(buf, F)) == 4
+    count = ctypes.c_size_t()
+    assert lib.ace_json_i64(b'{"a": [1, [2, 3]]}', b"a", None, 0, ctypes.byref(count)) == 0 and count.value == 3
+    assert lib.ace_json_i64(b'{"a": "x"}', b"a", None, 0, ctypes.byref(count)) == 4
+    assert lib.ace_json_i64(b"{", b"a", None, 0, ctypes.byref(count)) == 3
+    lib.ace_string_free(None)
+    lib.ace_free_context(None)
+
+
+def test_step_inputs_and_scheduler_step_follow_the_schedule(context):
+    from acestep_parity.host import schedule
+
+    sched = schedule.resolve_schedule(2.5, None)
+    t32 = schedule.schedule_f32(sched)
+    rng = np.random.default_rng(0)
+    xt = rng.standard_normal((2, 130, 64)).astype(np.float32)
+    vt = rng.standard_normal((2, 130, 64)).astype(np.float32)
+    for i in range(len(t32)):
+        t, info = context.step_inputs({"shift": 2.5, "step": i}, 2)
+        assert np.array_equal(t, np.full(2, t32[i], np.float32)) and info["final"] == (i == len(t32) - 1)
+        assert np.array_equal(context.scheduler_step(xt, vt, info["dt"]), schedule.ode_update(xt, vt, sched, i))
+
+
+# ------------------------------------------------------------------------------------------- the Python host
+
+
+def test_dll_captures_match_py_ort(dll, py_ort, case, runnable_case, record_property):
+    """Every capture of the Python DLL host equals py_ort's (same graphs, same libonnxruntime and options)."""
+    if runnable_case.task not in dll.tasks:
+        pytest.skip(f"dll cannot run {runnable_case.id}: {dll.missing_task_reason}")
+    ours, ref = dll.run_case(runnable_case).arrays, py_ort.run_case(runnable_case).arrays
+    assert sorted(ours) == sorted(CAPTURES) and set(ref) >= set(CAPTURES)
+    worst = {}
+    for name in CAPTURES:
+        assert ours[name].dtype == ref[name].dtype and ours[name].shape == ref[name].shape, name
+        a, b = ours[name].astype(np.float64), ref[name].astype(np.float64)
+        worst[name] = float(np.max(np.abs(a - b))) if a.size else 0.0
+    record_property("max_abs", json.dumps(worst))
+    different = {k: v for k, v in worst.items() if v != 0.0 or not np.array_equal(ours[k], ref[k])}
+    assert not different, f"dll~py_ort differs: {different}"
+
+
+def test_python_example_cli_writes_wav(library, dll, tmp_path):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "python" / "acestep_ffi.py"),
+                           "--onnx-dir", str(dll.onnx_dir), "--case", str(paths.CASES_DIR / "text2music_04.json"),
+                           "--out", str(tmp_path / "out.wav"), "--lib", str(library)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import soundfile as sf
+
+    audio, rate = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert rate == 48000 and audio.shape[1] == 2 and audio.shape[0] > 0
+
+
+# ------------------------------------------------------------------------------------------- other hosts
+
+
+def _compare_dumps(out_dir: Path, ref: dict[str, np.ndarray]) -> dict[str, float]:
+    worst = {}
+    for name in CAPTURES:
+        got = np.load(out_dir / f"{name}.npy")
+        assert got.dtype == ref[name].dtype and got.shape == ref[name].shape, (name, got.dtype, got.shape)
+        worst[name] = float(np.max(np.abs(got.astype(np.float64) - ref[name].astype(np.float64))))
+    return worst
+
+
+def _onnxruntime_dylib() -> Path:
+    from acestep_parity.backends.rust import python_ort_dylib
+
+    dylib = python_ort_dylib()
+    if dylib is None:
+        pytest.skip("no libonnxruntime in this Python's onnxruntime package")
+    return dylib
+
+
+def ort_c_header_dir() -> Path:
+    """``onnxruntime_c_api.h`` from the Go module ``github.com/yalue/onnxruntime_go@v1.27.0`` (Go module proxy),
+    downloaded once into the tool cache; never committed."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("the C host needs `go` to fetch onnxruntime_c_api.h (github.com/yalue/onnxruntime_go@v1.27.0)")
+    env = {**os.environ, "GOMODCACHE": str(TOOL_CACHE / "gomod"), "GOFLAGS": "-mod=mod"}
+    proc = subprocess.run([go, "mod", "download", "-json", "github.com/yalue/onnxruntime_go@v1.27.0"],
+                          capture_output=True, text=True, env=env, cwd=TOOL_CACHE.parent, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    directory = Path(json.loads(proc.stdout)["Dir"])
+    assert (directory / "onnxruntime_c_api.h").is_file()
+    return directory
+
+
+def test_c_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_property):
+    from acestep_parity.cases import load_case
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (cc/gcc)")
+    exe = tmp_path / "run_case"
+    build = subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(HEADER.parent), "-I",
+                            str(ort_c_header_dir()), str(EXAMPLES / "c" / "run_case.c"), "-o", str(exe),
+                            "-L", str(library.parent), "-lacestep_runtime", f"-Wl,-rpath,{library.parent}", "-ldl"],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    case = paths.CASES_DIR / "text2music_02.json"
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.run([str(exe), str(dll.onnx_dir), str(case), str(_onnxruntime_dylib()), str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    worst = _compare_dumps(out, py_ort.run_case(load_case(case)).arrays)
+    record_property("max_abs", json.dumps(worst))
+    assert not {k: v for k, v in worst.items() if v}, worst
+    assert (out / "out.wav").stat().st_size > 58
+
+
+def test_node_pins_the_python_onnxruntime_version():
+    """Bit-equality needs one ONNX Runtime release on both sides: onnxruntime-node pins the wheel's version."""
+    import onnxruntime
+
+    package = json.loads((EXAMPLES / "node" / "package.json").read_text(encoding="utf-8"))
+    lock = json.loads((EXAMPLES / "node" / "package-lock.json").read_text(encoding="utf-8"))
+    assert package["dependencies"]["onnxruntime-node"] == onnxruntime.__version__
+    assert lock["packages"]["node_modules/onnxruntime-node"]["version"] == onnxruntime.__version__
+
+
+def node_modules() -> Path:
+    """``npm ci`` of the committed package-lock.json into the tool cache (once per lock file); the install script
+    of onnxruntime-node is skipped (ONNXRUNTIME_NODE_INSTALL=skip: the CPU binaries ship in the package)."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("Node.js / npm are not installed (the Node host needs node >= 18 and npm)")
+    import hashlib
+
+    lock = (EXAMPLES / "node" / "package-lock.json").read_bytes()
+    home = TOOL_CACHE / "node-host" / hashlib.sha256(lock).hexdigest()[:16]
+    if not (home / "node_modules" / ".installed").is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy2(EXAMPLES / "node" / name, home / name)
+        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
+        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--cache", str(TOOL_CACHE / "npm")], cwd=home,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        (home / "node_modules" / ".installed").touch()
+    return home / "node_modules"
+
+
+def test_node_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_property):
+    from acestep_parity.cases import load_case
+
+    modules = node_modules()
+    case = paths.CASES_DIR / "text2music_03.json"
+    out = tmp_path / "out"
+    run = subprocess.run(["node", str(EXAMPLES / "node" / "run_case.js"), str(library), str(dll.onnx_dir), str(case),
+                          str(out)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "NODE_PATH": str(modules)})
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout.strip().splitlines()[-1])
+    assert info["ort"]["node"] == info["ort"]["common"]
+    worst = _compare_dumps(out, py_ort.run_case(load_case(case)).arrays)
+    record_property("max_abs", json.dumps(worst))
+    assert not {k: v for k, v in worst.items() if v}, worst
+    assert (out / "out.wav").stat().st_size > 58
+
+
+# ------------------------------------------------------------------------------------------- LM functions
+
+
+@pytest.fixture(scope="module")
+def lm_context(ffi, host_module, dll):
+    with host_module.Context(ffi, {"onnx_dir": str(dll.onnx_dir)}) as ctx:
+        yield ctx
+
+
+def test_lm_functions_equal_the_python_fsm(lm_context, py_ort, case, runnable_case, record_property):
+    """The library's FSM on the raw logits py_ort recorded masks exactly what the Python FSM allowed (allowed
+    logits unchanged, bit for bit), and the token stream finalizes to the same text and metadata JSON."""
+    from acestep_parity.host import planner
+
+    if runnable_case.task != "simple_mode":
+        pytest.skip(f"{runnable_case.id} has no LM stage (text2music)")
+    run = py_ort.run_case(runnable_case).arrays
+    info = lm_context.lm_reset({"query": runnable_case.query, "instrumental": runnable_case.instrumental,
+                                "vocal_language": planner.case_vocal_language(runnable_case),
+                                "max_duration": planner.case_max_duration(runnable_case)})
+    assert info["prompt_ids"] == run["lm_prompt_ids"].tolist()
+    logits, tokens, allowed = run["lm_logits"], run["lm_tokens"], run["lm_allowed"]
+    differing = []
+    for i, (raw, token) in enumerate(zip(logits, tokens, strict=True)):
+        masked = lm_context.apply_lm_constraints(raw)
+        if not np.array_equal(masked, np.where(allowed[i], raw, np.float32(-np.inf))):
+            differing.append(i)
+        lm_context.lm_update(int(token))
+    record_property("lm_steps", len(tokens))
+    assert not differing, f"steps whose mask differs from the Python FSM: {differing[:10]}"
+    final = lm_context.finalize_metadata(tokens)
+    assert final["text"] == str(run["lm_text"])
+    assert final["metadata_json"] == str(run["lm_metadata"])
+
+
+def test_lm_calls_need_a_generation_and_the_vocab_size(ffi, host_module, dll):
+    with host_module.Context(ffi, {"onnx_dir": str(dll.onnx_dir)}) as ctx:
+        with pytest.raises(host_module.AceError) as info:
+            ctx.apply_lm_constraints(np.zeros(8, np.float32))
+        assert (info.value.code, info.value.field) == (4, "ctx")
+        vocab = ctx.lm_reset({"query": "x"})["vocab_size"]
+        with pytest.raises(host_module.AceError) as info:
+            ctx.apply_lm_constraints(np.zeros(vocab + 1, np.float32))
+        assert (info.value.code, info.value.field) == (5, "vocab_size")
+        with pytest.raises(host_module.AceError) as info:
+            ctx.lm_update(vocab)
+        assert info.value.field == "token_id"
+        with pytest.raises(host_module.AceError) as info:
+            ctx.lm_reset({"max_duration": 5})
+        assert info.value.field == "max_duration"
+
+
+# ------------------------------------------------------------------------------------------- C# (Mono)
+
+
+def test_csharp_host_replays_recorded_inputs_bit_equal(library, dll, py_ort, lm_context, tmp_path, record_property):
+    """C# through P/Invoke: request preparation, noise, scheduler steps on py_ort's recorded xt/vt,
+    post-processing, LM constraints on recorded logits and metadata, all equal to Python's bit for bit."""
+    from acestep_parity.cases import load_case
+    from acestep_parity.host import planner
+
+    mcs, mono = shutil.which("mcs"), shutil.which("mono")
+    if mcs is None or mono is None:
+        pytest.skip("Mono is not installed (apt-get install mono-mcs mono-runtime); NuGet is unreachable, so the "
+                    "C# host replays recorded inputs through the library")
+    exe = tmp_path / "ReplayHost.exe"
+    build = subprocess.run([mcs, "-nologo", "-warnaserror", f"-out:{exe}", str(EXAMPLES / "csharp" / "ReplayHost.cs")],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    case = load_case(paths.CASES_DIR / "text2music_02.json")
+    ref = py_ort.run_case(case).arrays
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    (replay / "case.json").write_text(case.path.read_text(encoding="utf-8"), encoding="utf-8")
+    for name in ("xt", "vt", "audio_decoded"):
+        ref[name].astype(np.float32).tofile(replay / f"{name}.bin")
+    lm_case = load_case(paths.CASES_DIR / "simple_mode_01.json")
+    lm_ref = py_ort.run_case(lm_case).arrays
+    options = {"query": lm_case.query, "instrumental": lm_case.instrumental,
+               "vocal_language": planner.case_vocal_language(lm_case),
+               "max_duration": planner.case_max_duration(lm_case)}
+    (replay / "lm_options.json").write_text(json.dumps(options), encoding="utf-8")
+    lm_ref["lm_logits"].astype(np.float32).tofile(replay / "lm_logits.bin")
+    lm_ref["lm_tokens"].astype(np.int64).tofile(replay / "lm_tokens.bin")
+    run = subprocess.run([mono, str(exe), str(dll.onnx_dir), str(replay)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "LD_LIBRARY_PATH": str(library.parent)})
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    request = json.loads((replay / "out_request.json").read_text(encoding="utf-8"))
+    assert request == lm_context.prepare_request(json.loads(case.path.read_text(encoding="utf-8")))
+    read = lambda name, shape: np.fromfile(replay / name, dtype=np.float32).reshape(shape)  # noqa: E731
+    assert np.array_equal(read("out_noise.bin", ref["noise"].shape), ref["noise"])
+    xt_next = read("out_xt_next.bin", ref["xt"].shape)
+    assert np.array_equal(xt_next[:-1], ref["xt"][1:]), "scheduler steps differ from py_ort's loop"
+    assert np.array_equal(xt_next[-1], ref["pred_latents"])
+    assert np.array_equal(read("out_audio.bin", ref["audio"].shape), ref["audio"])
+    logits, allowed = lm_ref["lm_logits"], lm_ref["lm_allowed"]
+    masked = read("out_lm_masked.bin", logits.shape)
+    assert np.array_equal(masked, np.where(allowed, logits, np.float32(-np.inf)))
+    final = json.loads((replay / "out_lm_final.json").read_text(encoding="utf-8"))
+    assert final["metadata_json"] == str(lm_ref["lm_metadata"]) and final["text"] == str(lm_ref["lm_text"])
+    record_property("lm_steps", int(len(lm_ref["lm_tokens"])))
