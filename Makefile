@@ -18,7 +18,7 @@ HAVE_CARGO := $(shell command -v $(CARGO) 2>/dev/null)
 # rustfmt is a rustup component; where it is missing the format check is skipped, not the build.
 FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; else echo "rustfmt missing: format check skipped"; fi
 
-.PHONY: setup run test lint clean rust rust-test rust-lint header dist
+.PHONY: setup run test lint clean rust rust-test rust-lint header dist host-deps
 
 setup: $(DEPS_STAMP)
 
@@ -36,7 +36,7 @@ run: setup rust
 		"$(CARGO_TARGET_DIR)/release/generate" --case cases/text2music_01.json --out out/text2music_01_rust_cli.wav; \
 	fi
 
-test: setup rust-test
+test: setup host-deps rust-test
 	@mkdir -p $(REPORTS)
 	$(PY) -m pytest $(PYTEST_XDIST) --junitxml=$(REPORTS)/junit.xml --html=$(REPORTS)/report.html \
 		--self-contained-html --parity-report $(REPORTS)
@@ -74,3 +74,14 @@ dist: rust
 
 clean:
 	rm -rf $(REPORTS) out .cache .pytest_cache dist
+
+# The C# host (examples/ffi/csharp) needs Mono (NuGet is unreachable, Debian's packages are not). Where it is
+# missing and this runs as root with apt-get, it is installed; otherwise the C# test skips, saying how to install it.
+host-deps:
+	@if ! command -v mcs >/dev/null 2>&1 || ! command -v mono >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Mono (mono-mcs, mono-runtime) for the C# FFI host"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mono-mcs mono-runtime >/dev/null) \
+				|| echo "Mono could not be installed: the C# host test will skip"; \
+		else echo "Mono missing (apt-get install mono-mcs mono-runtime): the C# host test will skip"; fi; \
+	fi
