@@ -1,0 +1,129 @@
+"""Lighter ONNX profiles (fp16, int8_dynamic, int8_static) derived from the fp32 export: provenance, the stale
+``value_info`` fix, and gates that a broken quantization fails (docs/onnx_quantization.md).
+
+The profile's parity with the fp32 reference runs through the ordinary parity suite
+(``pytest --backend py_ort --profile fp16 -k text2music_01``); these tests check the derivation itself and run in
+``make test`` on the tiny checkpoint (one derived folder per profile, shared by the xdist workers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acestep_parity import parity
+from exporters.profiles.recipes import PROFILE_NAMES, RECIPES
+
+pytestmark = pytest.mark.xdist_group("onnx_profiles")
+CASE = "text2music_01"
+
+
+@pytest.fixture(scope="session")
+def profile_dir(onnx_artifacts: Path):
+    """``profile_dir(name)``: the derived profile folder beside the fp32 artifacts (derived once, cached)."""
+    pytest.importorskip("onnx", reason="deriving a profile needs onnx: pip install -e '.[reference]'")
+    from exporters.profiles.derive import ensure_profile
+
+    return lambda name: ensure_profile(onnx_artifacts, name)
+
+
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_profile_manifest(profile, profile_dir, onnx_artifacts, onnx_manifest, record_property):
+    """Every graph names its fp32 source by SHA-256, keeps the fp32 I/O contract, and says what was done and why;
+    an offered graph is smaller than its source and carries its measured accuracy and speed."""
+    directory = profile_dir(profile)
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["profile"] == profile
+    assert set(manifest["graphs"]) == set(onnx_manifest["graphs"])
+    for name, record in manifest["graphs"].items():
+        source = onnx_manifest["graphs"][name]
+        assert record["source"]["sha256"] == source["sha256"], name
+        assert record["inputs"] == source["inputs"] and record["outputs"] == source["outputs"], name
+        assert record["method"] == RECIPES[profile][name].method and record["reason"], name
+        record_property(f"{name}.bytes", record["bytes"])
+        if record["offered"]:
+            assert record["sha256"] != source["sha256"], name
+            assert record["bytes"] < record["source"]["bytes"], name
+            acc, speed = record["accuracy_vs_fp32"], record["speed"]
+            assert acc["calls"] > 0 and 0.9 < acc["cosine_min"] <= 1.0, (name, acc)
+            record_property(f"{name}.cosine_min", acc["cosine_min"])
+            record_property(f"{name}.time_ratio_vs_fp32", speed["time_ratio_vs_fp32"])
+        else:
+            assert record["sha256"] == source["sha256"], name  # copied byte for byte
+
+
+def test_value_info_fix(onnx_artifacts):
+    """The exported DiT carries value_info that ONNX's strict shape inference rejects (what made
+    quantize_dynamic fail as is, issue 12); dropping it leaves a graph that infers cleanly and runs identically."""
+    onnx = pytest.importorskip("onnx")
+    from exporters.profiles.derive import load_without_value_info
+
+    path = onnx_artifacts / "dit_decoder.onnx"
+    raw = onnx.load(str(path))
+    assert len(raw.graph.value_info) > 0
+    with pytest.raises(onnx.shape_inference.InferenceError, match="Inferred shape and existing shape differ"):
+        onnx.shape_inference.infer_shapes(raw, strict_mode=True)
+    clean = load_without_value_info(path)
+    onnx.shape_inference.infer_shapes(clean, strict_mode=True)  # raises on any conflict
+
+
+def _teacher_vt(session, golden: dict[str, np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for step in range(golden["vt"].shape[0]):
+        xt = golden["xt"][step]
+        t = np.full((xt.shape[0],), golden["schedule"][step], dtype=np.float32)
+        feeds = {"hidden_states": xt, "timestep": t, "timestep_r": t,
+                 "encoder_hidden_states": golden["encoder_hidden_states"], "context_latents": golden["context_latents"]}
+        out.append(session.run(None, feeds)[0])
+    return out
+
+
+def _vt_verdicts(tolerances, profile: str, golden, vts) -> list[str]:
+    gates = tolerances.gates("py_ort~golden", profile, "vt", CASE)
+    verdicts = []
+    for step, vt in enumerate(vts):
+        rows = parity.evaluate(golden["vt"][step], vt, gates, case=CASE, tensor="vt", pair="py_ort~golden",
+                               profile=profile, step=step)
+        verdicts += [r.verdict for r in rows]
+    return verdicts
+
+
+@pytest.mark.parametrize("broken", ["fp16_normalization_in_fp16", "int8_static_calibrated_on_zeros"])
+def test_broken_quantization_fails_the_gates(broken, profile_dir, onnx_artifacts, golden_store, parity_session,
+                                             tolerances, tmp_path, record_property):
+    """The lossy gates are not vacuous: the shipped profile's DiT passes the per-step vt gates on the golden
+    inputs, a broken one fails them. fp16 with ORT's default block list only (RMSNorm, softmax and the timestep
+    embedding in fp16), and int8_static calibrated on all-zero inputs instead of the cases' recorded ones (the
+    activation ranges collapse and real activations clip)."""
+    from exporters.profiles.derive import to_fp16, to_int8_static
+    from exporters.profiles.evaluate import _session
+
+    if not golden_store.exists():
+        pytest.skip("no golden for this checkpoint")
+    case = next(c for c in parity_session.cases if c.id == CASE) if any(
+        c.id == CASE for c in parity_session.cases) else None
+    if case is None:
+        pytest.skip(f"{CASE} not selected")
+    golden = golden_store.load(CASE, case.sha256)
+    profile = "fp16" if broken.startswith("fp16") else "int8_static"
+    good = _session(profile_dir(profile) / "dit_decoder.onnx")
+    assert all(v == "pass" for v in _vt_verdicts(tolerances, profile, golden, _teacher_vt(good, golden)))
+    bad_path = tmp_path / "dit_decoder.onnx"
+    if broken == "fp16_normalization_in_fp16":
+        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+        to_fp16(onnx_artifacts / "dit_decoder.onnx", bad_path, external=False, op_block_list=list(DEFAULT_OP_BLOCK_LIST))
+    else:
+        zeros = {"hidden_states": np.zeros_like(golden["xt"][0]),
+                 "timestep": np.zeros(golden["xt"].shape[1], np.float32),
+                 "timestep_r": np.zeros(golden["xt"].shape[1], np.float32),
+                 "encoder_hidden_states": np.zeros_like(golden["encoder_hidden_states"]),
+                 "context_latents": np.zeros_like(golden["context_latents"])}
+        to_int8_static(onnx_artifacts / "dit_decoder.onnx", bad_path, external=False,
+                       settings=RECIPES["int8_static"]["dit_decoder"].settings, feeds=[zeros])
+    verdicts = _vt_verdicts(tolerances, profile, golden, _teacher_vt(_session(bad_path), golden))
+    record_property("failing_rows", verdicts.count("fail"))
+    assert "fail" in verdicts
