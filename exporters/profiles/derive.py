@@ -8,14 +8,17 @@ transformation is ONNX Runtime's own tool, called with the settings of :mod:`exp
 * ``int8_static``: ``onnxruntime.quantization.quantize_static`` with a calibration reader over the inputs the
   graph receives when the fp32 folder runs the calibration cases (:mod:`exporters.profiles.feeds`).
 
-The stale ``value_info`` fix: the dynamo exporter's graphs carry ``value_info`` entries recorded before its
-optimizer folded constants (e.g. a weight transposed in the traced program and folded into its initializer), so
-a shape from before the fold sits beside the folded tensor. ONNX Runtime itself never reads ``value_info`` of
-intermediate values, but ONNX's strict shape inference (run by both the quantizer and the float16 converter)
-rejects the conflict (``ShapeInferenceError: Inferred shape and existing shape differ``). The profile step
-drops the graph's intermediate ``value_info`` (hints only: inference re-derives every one of them from the
-graph) before handing the model to the tool; ``quant_pre_process`` fails on the same conflict (it runs the
-same inference first), see docs/onnx_quantization.md.
+The stale ``value_info`` fix (issue 12): the fp32 graphs, saved by ``onnx_ir``, carry a ``value_info`` entry for
+every initializer, repeating the initializer's own shape. Harmless to ONNX Runtime and to ONNX's strict shape
+inference on the fp32 graph, but stale as soon as a tool rewrites an initializer under its name: the quantizer
+stores a ``Gemm``'s ``transB`` weight transposed ([64, 256] -> [256, 64] for the tiny DiT's
+``time_embed.linear_1``), and its own shape inference then meets the old entry (``ShapeInferenceError: Inferred
+shape and existing shape differ in dimension 0: (256) vs (64)``). The profile step drops exactly those
+redundant entries (the initializer itself states the shape) and keeps every other shape hint; the fp32 graph is
+unchanged and its output identical. ORT's ``quant_pre_process`` is no fix here: its symbolic shape inference
+fails on the dynamo graphs, and with it skipped it rewrites (optimizes) the graph, which the recipes avoid so that
+a profile differs from fp32 only by what the tool does. tests/test_profiles.py::test_value_info_fix shows both
+the failure and the fix.
 """
 
 from __future__ import annotations
@@ -70,11 +73,15 @@ def profile_key(fp32_manifest: dict, profile: str, recipes: dict[str, GraphRecip
 
 
 def load_without_value_info(path: Path):
-    """The fp32 graph (external data loaded) with its intermediate ``value_info`` dropped (module docstring)."""
+    """The fp32 graph (external data loaded) without the ``value_info`` entries that repeat an initializer's
+    shape (module docstring)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=True)
+    initializers = {t.name for t in model.graph.initializer}
+    kept = [v for v in model.graph.value_info if v.name not in initializers]
     del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
     return model
 
 
@@ -138,7 +145,7 @@ def to_int8_static(src: Path, dst: Path, external: bool, settings: dict, feeds: 
                         op_types_to_quantize=list(settings["op_types_to_quantize"]),
                         activation_type=_quant_type(settings["activation_type"]),
                         weight_type=_quant_type(settings["weight_type"]), per_channel=settings["per_channel"],
-                        calibrate_method=getattr(CalibrationMethod, settings["calibrate_method"]),
+                        reduce_range=settings["reduce_range"], calibrate_method=getattr(CalibrationMethod, settings["calibrate_method"]),
                         use_external_data_format=external, extra_options=dict(settings.get("extra_options", {})))
 
 

@@ -43,10 +43,15 @@ _ONCE = ("runs once per song on a few hundred tokens (well under 1% of the run t
 _EMBED = "a single embedding lookup (Gather): nothing to compute in lower precision"
 
 _FP16 = {"keep_io_types": True, "op_block_list": "ORT DEFAULT_OP_BLOCK_LIST + FP16_NUMERIC_BLOCK_LIST"}
+# reduce_range (7-bit weights): ORT's u8 x s8 kernels on x86 CPUs without VNNI (AVX2, AVX-512F) add pairs of
+# products in int16 (vpmaddubsw) and saturate with full-range weights. Measured on the tiny DiT (AMD EPYC, AVX2),
+# worst per-call vt SNR against fp32: s8 per-channel 18.2 dB, s8 per-tensor 29.6 dB, s8 per-channel + reduce_range
+# 32.7 dB, u8 weights 38.5 dB (but u8 x u8 has no fast kernel: 1.8x the s8 time). reduce_range keeps the fast
+# kernel and gives the same numbers on VNNI and non-VNNI CPUs (ORT's documented remedy).
 _DYN_MATMUL = {"op_types_to_quantize": ["MatMul", "Gemm"], "weight_type": "QInt8", "per_channel": True,
-               "reduce_range": False, "extra_options": {"MatMulConstBOnly": True}}
+               "reduce_range": True, "extra_options": {"MatMulConstBOnly": True}}
 _STATIC_MATMUL = {"quant_format": "QDQ", "op_types_to_quantize": ["MatMul", "Gemm"], "activation_type": "QUInt8",
-                  "weight_type": "QInt8", "per_channel": True, "calibrate_method": "MinMax",
+                  "weight_type": "QInt8", "per_channel": True, "reduce_range": True, "calibrate_method": "MinMax",
                   "extra_options": {"MatMulConstBOnly": True}}
 
 RECIPES: dict[str, dict[str, GraphRecipe]] = {
@@ -70,8 +75,9 @@ RECIPES: dict[str, dict[str, GraphRecipe]] = {
         "dit_decoder": GraphRecipe("int8_dynamic", "the DiT's time is in its linear layers: int8 MatMul weights "
                                    "(per channel), activations quantized per call", _DYN_MATMUL),
         "vae_decoder": GraphRecipe("copy", "not offered: ORT's dynamic quantization has no ConvTranspose (the "
-                                   "VAE's upsampling layers) and its int8 Conv (ConvInteger) measured slower "
-                                   "than fp32 with audio far below the gate; see docs/onnx_quantization.md"),
+                                   "VAE's upsampling layers), its CPU ConvInteger takes u8 weights only, and that "
+                                   "measured 4.9x slower than fp32 at audio SNR 22.6 dB (tiny VAE, one tile); "
+                                   "see docs/onnx_quantization.md"),
         "lm_prefill": GraphRecipe("int8_dynamic", "the LM is a stack of linear layers: the standard int8 MatMul "
                                   "recipe for transformers on CPU", _DYN_MATMUL),
         "lm_decode": GraphRecipe("int8_dynamic", "the LM is a stack of linear layers: the standard int8 MatMul "
@@ -83,8 +89,9 @@ RECIPES: dict[str, dict[str, GraphRecipe]] = {
         "condition_encoder": GraphRecipe("copy", _ONCE),
         "dit_decoder": GraphRecipe("int8_static", "int8 MatMul with activation ranges calibrated on the cases' "
                                    "own DiT inputs (QDQ)", _STATIC_MATMUL),
-        "vae_decoder": GraphRecipe("copy", "not offered: int8 convolutions of the VAE measured far below the audio "
-                                   "gate; see docs/onnx_quantization.md"),
+        "vae_decoder": GraphRecipe("copy", "not offered: calibrated int8 Conv/ConvTranspose (QDQ) measured audio "
+                                   "SNR 13-14 dB against fp32 (tiny VAE, one tile; the Snake activations' range "
+                                   "does not survive 8 bits); see docs/onnx_quantization.md"),
         "lm_prefill": GraphRecipe("copy", "not offered: the planner's KV-cache activations change range with the "
                                   "prompt; int8_dynamic covers the LM without calibration"),
         "lm_decode": GraphRecipe("copy", "not offered: the planner's KV-cache activations change range with the "
