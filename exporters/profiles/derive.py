@@ -300,6 +300,7 @@ def ensure_profile(fp32_dir: Path, profile: str, log: Callable[[str], None] | No
     temporary sibling renamed into place, reuse when the key matches.
     """
     from acestep_parity import paths
+    from exporters.profiles import feeds as feeds_mod
 
     fp32_dir = Path(fp32_dir)
     target = fp32_dir.parent / profile
@@ -310,7 +311,9 @@ def ensure_profile(fp32_dir: Path, profile: str, log: Callable[[str], None] | No
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{profile}-", dir=fp32_dir.parent))
         try:
-            derive_profile(fp32_dir, tmp, profile, golden_dir=_golden_dir(fp32_dir), log=log)
+            # one evaluation case keeps the test suite's cost down; `acestep-export --profile` measures three
+            derive_profile(fp32_dir, tmp, profile, golden_dir=_golden_dir(fp32_dir), log=log,
+                           evaluation_cases=feeds_mod.EVALUATION_CASES[:1])
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)
