@@ -105,6 +105,8 @@ class Tolerances:
             metric_direction(ov["metric"])
         lossy = data.get("lossy_profiles", {})
         for profile, entry in lossy.items():
+            if profile == "comment":
+                continue
             if profile == "pairs":
                 if not isinstance(entry, list) or not all(p in defaults for p in entry):
                     raise ToleranceError(f"{path}: lossy_profiles.pairs must list pairs of 'defaults'")

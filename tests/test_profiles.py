@@ -47,10 +47,13 @@ def test_profile_manifest(profile, profile_dir, onnx_artifacts, onnx_manifest, r
         if record["offered"]:
             assert record["sha256"] != source["sha256"], name
             assert record["bytes"] < record["source"]["bytes"], name
-            acc, speed = record["accuracy_vs_fp32"], record["speed"]
-            assert acc["calls"] > 0 and 0.9 < acc["cosine_min"] <= 1.0, (name, acc)
+            acc = record["accuracy_vs_fp32"]
+            if acc["calls"] == 0:  # a checkpoint without the planner's cases
+                assert acc["note"], name
+                continue
+            assert 0.99 < acc["cosine_min"] <= 1.0, (name, acc)
             record_property(f"{name}.cosine_min", acc["cosine_min"])
-            record_property(f"{name}.time_ratio_vs_fp32", speed["time_ratio_vs_fp32"])
+            record_property(f"{name}.time_ratio_vs_fp32", record["speed"]["time_ratio_vs_fp32"])
         else:
             assert record["sha256"] == source["sha256"], name  # copied byte for byte
 
@@ -103,13 +106,36 @@ def _vt_verdicts(tolerances, profile: str, golden, vts) -> list[str]:
     return verdicts
 
 
-@pytest.mark.parametrize("broken", ["fp16_normalization_in_fp16", "int8_static_calibrated_on_zeros"])
+def _swap_layers(src: Path, dst: Path) -> None:
+    """The DiT with layers 0 and 1 exchanging their weights: a graph of the very same shape that is not the
+    source (what a profile derived from a stale or mixed-up fp32 folder looks like)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    inits = {t.name: t for t in model.graph.initializer}
+    prefix = "transformer.layers."
+    swapped = 0
+    for name, tensor in inits.items():
+        other = inits.get(name.replace(f"{prefix}0.", f"{prefix}1.")) if name.startswith(f"{prefix}0.") else None
+        if other is not None and list(other.dims) == list(tensor.dims):
+            a, b = numpy_helper.to_array(tensor).copy(), numpy_helper.to_array(other).copy()
+            tensor.CopyFrom(numpy_helper.from_array(b, name))
+            other.CopyFrom(numpy_helper.from_array(a, other.name))
+            swapped += 1
+    assert swapped > 0, "no layer weights to swap"
+    onnx.save(model, str(dst))
+
+
+@pytest.mark.parametrize("broken", ["fp16_from_wrong_source", "int8_static_calibrated_on_zeros"])
 def test_broken_quantization_fails_the_gates(broken, profile_dir, onnx_artifacts, golden_store, parity_session,
                                              tolerances, tmp_path, record_property):
     """The lossy gates are not vacuous: the shipped profile's DiT passes the per-step vt gates on the golden
-    inputs, a broken one fails them. fp16 with ORT's default block list only (RMSNorm, softmax and the timestep
-    embedding in fp16), and int8_static calibrated on all-zero inputs instead of the cases' recorded ones (the
-    activation ranges collapse and real activations clip)."""
+    inputs, a broken one fails them: fp16 derived from a DiT of the same shape that is not the source (layers 0
+    and 1 swapped), and int8_static calibrated on all-zero inputs instead of the cases' recorded ones (the
+    activation ranges collapse and real activations clip). (fp16 with normalization in fp16 is no such example on
+    the tiny checkpoint: its activations are far from fp16's limits, measured vt cosine 0.999341 against the
+    shipped 0.999340; docs/onnx_quantization.md.)"""
     from exporters.profiles.derive import to_fp16, to_int8_static
     from exporters.profiles.evaluate import _session
 
@@ -124,10 +150,9 @@ def test_broken_quantization_fails_the_gates(broken, profile_dir, onnx_artifacts
     good = _session(profile_dir(profile) / "dit_decoder.onnx")
     assert all(v == "pass" for v in _vt_verdicts(tolerances, profile, golden, _teacher_vt(good, golden)))
     bad_path = tmp_path / "dit_decoder.onnx"
-    if broken == "fp16_normalization_in_fp16":
-        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
-
-        to_fp16(onnx_artifacts / "dit_decoder.onnx", bad_path, external=False, op_block_list=list(DEFAULT_OP_BLOCK_LIST))
+    if broken == "fp16_from_wrong_source":
+        _swap_layers(onnx_artifacts / "dit_decoder.onnx", tmp_path / "wrong_source.onnx")
+        to_fp16(tmp_path / "wrong_source.onnx", bad_path, external=False)
     else:
         zeros = {"hidden_states": np.zeros_like(golden["xt"][0]),
                  "timestep": np.zeros(golden["xt"].shape[1], np.float32),
@@ -139,3 +164,34 @@ def test_broken_quantization_fails_the_gates(broken, profile_dir, onnx_artifacts
     verdicts = _vt_verdicts(tolerances, profile, golden, _teacher_vt(_session(bad_path), golden))
     record_property("failing_rows", verdicts.count("fail"))
     assert "fail" in verdicts
+
+
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_lossy_gates_apply_only_across_the_quantization(profile, tolerances):
+    """A lossy profile against the fp32 reference gets the profile's gates (no max_abs); a tensor the profile
+    leaves fp32 and a pair of two runs of the same profile keep the fp32 gates (rust~py_ort stays exact)."""
+    lossy = tolerances.lossy[profile]["gates"]
+    for pair in tolerances.lossy["pairs"]:
+        for tensor, metrics in lossy.items():
+            gates = tolerances.gates(pair, profile, tensor)
+            assert {m: g.value for m, g in gates.items()} == metrics, (pair, tensor)
+            assert "max_abs" not in gates
+        fp32 = tolerances.gates(pair, "fp32", "text_hidden_states")
+        assert tolerances.gates(pair, profile, "text_hidden_states") == fp32
+    for pair in ("rust~py_ort", "dll~py_ort"):
+        for tensor in ("vt", "xt", "pred_latents", "audio"):
+            gates = tolerances.gates(pair, profile, tensor)
+            assert gates == tolerances.gates(pair, "fp32", tensor)
+            assert all(g.value == 0 for g in gates.values() if g.metric in ("max_abs", "rmse")), (pair, tensor)
+
+
+def test_lossy_profile_needs_a_reason(tmp_path):
+    from acestep_parity import paths
+    from acestep_parity.tolerances import ToleranceError, Tolerances
+
+    data = json.loads(paths.TOLERANCE_FILE.read_text(encoding="utf-8"))
+    data["lossy_profiles"]["fp16"]["reason"] = " "
+    bad = tmp_path / "tolerances.json"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ToleranceError, match="reason"):
+        Tolerances.load(bad)

@@ -311,9 +311,10 @@ def ensure_profile(fp32_dir: Path, profile: str, log: Callable[[str], None] | No
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{profile}-", dir=fp32_dir.parent))
         try:
-            # one evaluation case keeps the test suite's cost down; `acestep-export --profile` measures three
+            # one text2music case and one simple-mode case (the planner graphs) keep the test suite's cost down;
+            # `acestep-export --profile` measures all of EVALUATION_CASES
             derive_profile(fp32_dir, tmp, profile, golden_dir=_golden_dir(fp32_dir), log=log,
-                           evaluation_cases=feeds_mod.EVALUATION_CASES[:1])
+                           evaluation_cases=feeds_mod.EVALUATION_CASES[::2])
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)
