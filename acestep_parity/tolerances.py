@@ -6,8 +6,15 @@ Layout (also read by ``cargo test``; plain JSON so any language can)::
       "schema": 1,
       "defaults": {PAIR: {PROFILE: {TENSOR: {METRIC: gate}}}},   # PROFILE may be "*" (any profile)
       "overrides": [{"case": ID, "pair": PAIR, "profile": PROFILE, "tensor": TENSOR,
-                     "metric": METRIC, "gate": number, "reason": "why, and the tracked root cause"}]
+                     "metric": METRIC, "gate": number, "reason": "why, and the tracked root cause"}],
+      "lossy_profiles": {"pairs": [PAIR, ...],                         # pairs whose reference stays fp32
+                         PROFILE: {"reason": "...", "gates": {TENSOR: {METRIC: gate}}}}
     }
+
+A lighter ONNX profile (fp16, int8_*) is compared with the fp32 reference (torch, the golden) on the lossy gates
+of ``lossy_profiles`` for the pairs listed there; every other comparison of that profile (a tensor the profile
+leaves fp32, a pair of two runs of the same profile such as ``rust~py_ort``) keeps the pair's fp32 gates, which
+are never looser.
 
 A pair names the two sides compared, candidate first: ``torch~golden``, ``py_ort~golden``, ``rust~py_ort`` …
 Metric directions come from :data:`acestep_parity.metrics.METRIC_DIRECTION` plus ``mismatches`` (count of
@@ -17,7 +24,7 @@ differing elements of an integer tensor, gate = maximum allowed). An override wi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from acestep_parity.metrics import METRIC_DIRECTION
@@ -60,6 +67,7 @@ class Tolerances:
     path: Path
     defaults: dict
     overrides: tuple[dict, ...]
+    lossy: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Tolerances:
@@ -95,7 +103,20 @@ class Tolerances:
             if not str(ov.get("reason", "")).strip():
                 raise ToleranceError(f"{where} (case {ov['case']}): an override must carry a non-empty 'reason'")
             metric_direction(ov["metric"])
-        return cls(path=path, defaults=defaults, overrides=tuple(overrides))
+        lossy = data.get("lossy_profiles", {})
+        for profile, entry in lossy.items():
+            if profile == "comment":
+                continue
+            if profile == "pairs":
+                if not isinstance(entry, list) or not all(p in defaults for p in entry):
+                    raise ToleranceError(f"{path}: lossy_profiles.pairs must list pairs of 'defaults'")
+                continue
+            if not str(entry.get("reason", "")).strip():
+                raise ToleranceError(f"{path}: lossy_profiles.{profile} must carry a non-empty 'reason'")
+            for metrics in entry.get("gates", {}).values():
+                for metric in metrics:
+                    metric_direction(metric)
+        return cls(path=path, defaults=defaults, overrides=tuple(overrides), lossy=lossy)
 
     def gates(self, pair: str, profile: str, tensor: str, case_id: str | None = None) -> dict[str, Gate]:
         """Gates for one comparison; per-case overrides replace the defaults metric by metric."""
@@ -103,7 +124,13 @@ class Tolerances:
         if profiles is None:
             raise ToleranceError(f"{self.path}: no gates for pair {pair!r}")
         metrics = dict(profiles.get("*", {}).get(tensor, {}))
-        metrics.update(profiles.get(profile, {}).get(tensor, {}))
+        lossy = self.lossy.get(profile, {}).get("gates", {}).get(tensor) if pair in self.lossy.get("pairs", ()) else None
+        if profile in profiles and tensor in profiles[profile]:
+            metrics.update(profiles[profile][tensor])
+        elif lossy is not None:
+            metrics.update(lossy)
+        elif profile != "fp32":
+            metrics.update(profiles.get("fp32", {}).get(tensor, {}))
         if not metrics:
             raise ToleranceError(f"{self.path}: no gates for {pair} / {profile} / {tensor}")
         out = {m: Gate(m, float(v), metric_direction(m), "default") for m, v in metrics.items()}
@@ -116,4 +143,6 @@ class Tolerances:
 
     def has(self, pair: str, profile: str, tensor: str) -> bool:
         profiles = self.defaults.get(pair, {})
-        return tensor in profiles.get(profile, {}) or tensor in profiles.get("*", {})
+        lossy = pair in self.lossy.get("pairs", ()) and tensor in self.lossy.get(profile, {}).get("gates", {})
+        return (tensor in profiles.get(profile, {}) or tensor in profiles.get("*", {}) or lossy
+                or (profile != "fp32" and tensor in profiles.get("fp32", {})))

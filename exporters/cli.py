@@ -1,6 +1,7 @@
 """``acestep-export``: export the text2music ONNX graphs of a checkpoint and write their manifest.
 
     acestep-export --checkpoint-dir DIR --out DIR [--graphs text_encoder,dit_decoder]
+    acestep-export --profile fp16 --from DIR/fp32 --out DIR/fp16     # a lighter profile of an fp32 folder
 
 Without ``--checkpoint-dir`` the folder comes from ``$ACESTEP_CHECKPOINT_DIR`` or is the tiny synthetic
 checkpoint (generated on first use), like every other entry point of the project.
@@ -28,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default {EXPORTER.external_data_threshold_bytes}; 0 forces external data)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="export in this many processes (each loads the checkpoint; for small checkpoints)")
+    parser.add_argument("--profile", choices=("fp16", "int8_dynamic", "int8_static"), default=None,
+                        help="derive this profile from the fp32 folder --from (default: export the fp32 graphs); "
+                             "see docs/onnx_quantization.md")
+    parser.add_argument("--from", dest="source", default=None, metavar="DIR",
+                        help="with --profile: the fp32 ONNX folder (default: export the checkpoint's fp32 graphs "
+                             "into the cache first)")
+    parser.add_argument("--no-evaluate", action="store_true",
+                        help="with --profile: skip measuring accuracy and speed against fp32 into the manifest")
     parser.add_argument("--print-contract", action="store_true",
                         help="print the I/O contract tables of docs/io_contract.md (from exporters/specs.py) and exit")
     return parser
@@ -43,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         print("acestep-export: --out is required", file=sys.stderr)
         return 2
+    if args.profile:
+        from exporters.profiles.cli import derive_main
+
+        return derive_main(args)
     try:
         graphs = parse_graph_list(args.graphs)
     except ValueError as exc:

@@ -2,7 +2,9 @@
 
 It exports the checkpoint's graphs once (cached under ``cache_dir()/artifacts/<checkpoint-id>/<profile>``,
 shared by pytest-xdist workers through a file lock) and makes the folder self-contained with the runtime assets.
-Exporting needs the reference extras (torch); where they are missing the backends say so and skip.
+Exporting needs the reference extras (torch); where they are missing the backends say so and skip. A lighter
+profile (fp16, int8_dynamic, int8_static) is derived from the fp32 folder into the sibling ``<profile>`` folder
+(:func:`exporters.profiles.derive.ensure_profile`), so every ONNX backend runs every profile.
 """
 
 from __future__ import annotations
@@ -18,10 +20,6 @@ class OnnxFolderUnavailable(RuntimeError):
 
 def onnx_folder(ctx: BackendContext) -> Path:
     """The exported folder for ``ctx`` (checkpoint and profile), exported on first use."""
-    if ctx.profile != "fp32":
-        raise OnnxFolderUnavailable(
-            f"no {ctx.profile} ONNX artifacts: only the fp32 profile is exported in this checkout "
-            "(quantization profiles are not implemented yet)")
     try:
         from acestep_parity.checkpoint import file_hashes
         from exporters.export import ensure_artifacts
@@ -34,4 +32,11 @@ def onnx_folder(ctx: BackendContext) -> Path:
     directory = Path(ensure_artifacts(ctx.checkpoint_dir, ctx.checkpoint_id, file_hashes(ctx.checkpoint_dir)))
     if missing_assets(directory):
         copy_runtime_assets(ctx.checkpoint_dir, directory)
-    return directory
+    if ctx.profile == "fp32":
+        return directory
+    from exporters.profiles.derive import ProfileError, ensure_profile
+
+    try:
+        return ensure_profile(directory, ctx.profile)
+    except ProfileError as exc:
+        raise OnnxFolderUnavailable(f"cannot derive the {ctx.profile} profile: {exc}") from None
