@@ -9,3 +9,4 @@ pub mod pipeline;
 pub mod sessions;
 pub mod tensor;
 pub mod tokenizer;
+pub mod vae;
