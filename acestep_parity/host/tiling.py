@@ -123,19 +123,22 @@ class VaeChunking:
 
     def __post_init__(self):
         if self.mode not in ("budget", "upstream"):
-            raise ValueError(f"VAE tiling mode must be 'budget' or 'upstream', got {self.mode!r}")
+            raise ValueError(f"VAE tiling mode must be budget or upstream, got {self.mode}")
         if self.memory_mb <= 0:
             raise ValueError(f"VAE memory budget must be positive, got {self.memory_mb} MB")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> VaeChunking:
         """``ACESTEP_VAE_TILING`` (budget | upstream) and ``ACESTEP_VAE_MEMORY_MB``; the defaults otherwise."""
-        memory = env.get(ENV_MEMORY, "").strip()
-        try:
-            memory_mb = int(memory) if memory else DEFAULT_VAE_MEMORY_MB
-        except ValueError:
-            raise ValueError(f"{ENV_MEMORY}={memory!r} is not a whole number of MB") from None
-        return cls(env.get(ENV_TILING, "").strip() or "budget", memory_mb)
+        return cls.parse(env.get(ENV_TILING), env.get(ENV_MEMORY))
+
+    @classmethod
+    def parse(cls, tiling: str | None, memory_mb: str | None) -> VaeChunking:
+        """From the two settings as text (``None`` or blank = the default); the Rust runtime's messages."""
+        memory = (memory_mb or "").strip()
+        if memory and not (memory.isascii() and memory.isdigit()):
+            raise ValueError(f"{ENV_MEMORY}={memory} is not a whole number of MB")
+        return cls((tiling or "").strip() or "budget", int(memory) if memory else DEFAULT_VAE_MEMORY_MB)
 
     def chunk_size(self, vae: VaeShape, max_frames: int = VAE_MAX_FRAMES) -> int:
         if self.mode == "upstream":

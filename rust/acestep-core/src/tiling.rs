@@ -98,7 +98,9 @@ impl VaeChunking {
             None => DEFAULT_VAE_MEMORY_MB,
             Some(m) => m
                 .parse::<usize>()
-                .map_err(|_| CoreError::Invalid(format!("{ENV_MEMORY}={m:?} is not a whole number of MB")))?,
+                .ok()
+                .filter(|_| m.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| CoreError::Invalid(format!("{ENV_MEMORY}={m} is not a whole number of MB")))?,
         };
         if memory_mb == 0 {
             return Err(CoreError::Invalid(format!("VAE memory budget must be positive, got {memory_mb} MB")));
@@ -106,7 +108,7 @@ impl VaeChunking {
         match tiling.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("budget") {
             "budget" => Ok(Self::Budget { memory_mb }),
             "upstream" => Ok(Self::Upstream),
-            other => Err(CoreError::Invalid(format!("VAE tiling mode must be 'budget' or 'upstream', got {other:?}"))),
+            other => Err(CoreError::Invalid(format!("VAE tiling mode must be budget or upstream, got {other}"))),
         }
     }
 

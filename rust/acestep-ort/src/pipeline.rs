@@ -354,7 +354,7 @@ impl Engine {
 
     /// `tiling.tiled_decode` of `[B, T, C]` latents (transposed to `[B, C, T]` first), item by item, tile by tile;
     /// the chunk from the memory budget (or upstream's 256 with `ACESTEP_VAE_TILING=upstream`).
-    fn tiled_decode(
+    pub fn tiled_decode(
         &mut self,
         latents_btc: &[f32],
         batch: usize,
