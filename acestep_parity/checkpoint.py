@@ -110,18 +110,42 @@ def load_silence_latent(path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _load_safetensors(path: Path) -> dict:
-    from safetensors.torch import load_file
+@dataclass(frozen=True)
+class LazyTensor:
+    """One tensor of an open safetensors file, read only when copied into its module (so a load peaks near one
+    copy of the weights, not two: the modules' own storage plus one tensor in flight)."""
+
+    handle: object
+    key: str
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.handle.get_slice(self.key).get_shape())
+
+    def load(self):
+        try:
+            return self.handle.get_tensor(self.key)
+        except Exception as exc:  # safetensors raises several exception types for a bad file
+            raise CheckpointError(f"cannot read tensor {self.key!r} of {self.path}: {exc}") from exc
+
+
+def _load_safetensors(path: Path) -> dict[str, LazyTensor]:
+    from safetensors import safe_open
 
     try:
-        return load_file(str(path), device="cpu")
+        handle = safe_open(str(path), framework="pt", device="cpu")
+        return {key: LazyTensor(handle, key, path) for key in handle.keys()}
     except Exception as exc:  # safetensors raises several exception types for a bad file
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
 
 
 def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored: set[str] | None = None) -> None:
-    """Copy ``tensors`` into ``module`` (as float32) after checking keys and shapes both ways."""
-    expected = module.state_dict()
+    """Copy ``tensors`` (torch tensors or :class:`LazyTensor`) into ``module`` (as float32) after checking keys
+    and shapes both ways, one tensor at a time."""
+    import torch
+
+    expected = module.state_dict(keep_vars=True)
     ignored = ignored or set()
     unexpected = sorted(k for k in tensors if k not in expected and k not in ignored)
     missing = sorted(k for k in expected if k not in tensors)
@@ -138,7 +162,11 @@ def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored:
             )
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
-    module.load_state_dict({k: v.float() for k, v in tensors.items() if k in expected}, strict=True)
+    with torch.no_grad():
+        for key, target in expected.items():
+            value = tensors[key]
+            target.copy_(value.load() if isinstance(value, LazyTensor) else value)  # casts to float32 like .float()
+            del value
 
 
 @dataclass
