@@ -79,10 +79,10 @@ def _upstream(case_id: str, latents: np.ndarray, decode) -> tuple[np.ndarray, fl
 
 
 def _chunks(frames: int, default_chunk: int) -> list[int]:
-    """The runtime's default budget chunk, plus (where cheap: latents of 257..512 frames) the smallest budget
+    """The runtime's default budget chunk, plus (where cheap: latents of 257..300 frames) the smallest budget
     chunk (192 frames, stride 64: five windows on 300 frames, boundaries unlike upstream's)."""
     chunks = [default_chunk]
-    if tiling.CPU_CHUNK_SIZE < frames <= 512:
+    if tiling.CPU_CHUNK_SIZE < frames <= 300:
         chunks.append(2 * tiling.OVERLAP + tiling.MIN_STRIDE)
     return sorted(set(chunks))
 
