@@ -110,33 +110,59 @@ def load_silence_latent(path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
 @dataclass(frozen=True)
 class LazyTensor:
-    """One tensor of an open safetensors file, read only when copied into its module (so a load peaks near one
-    copy of the weights, not two: the modules' own storage plus one tensor in flight)."""
+    """One tensor of a safetensors file, read with plain file reads only when it is copied into its module.
 
-    handle: object
-    key: str
+    Not ``safe_open``/``load_file``: those map the file, and mapped pages that were read stay in the process's RSS
+    until unmapped, so a load peaked at two copies of the weights (the modules' storage plus the mapped file)
+    however the tensors were copied. Reading one tensor's bytes at a time keeps the peak at the modules' storage
+    plus one tensor in flight."""
+
     path: Path
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.handle.get_slice(self.key).get_shape())
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offsets in the file
+    end: int
 
     def load(self):
-        try:
-            return self.handle.get_tensor(self.key)
-        except Exception as exc:  # safetensors raises several exception types for a bad file
-            raise CheckpointError(f"cannot read tensor {self.key!r} of {self.path}: {exc}") from exc
+        import torch
+
+        out = torch.empty(self.shape, dtype=getattr(torch, self.dtype))
+        view = memoryview(out.view(-1).view(torch.uint8).numpy()) if out.numel() else memoryview(b"")
+        if view.nbytes != self.end - self.start:
+            raise CheckpointError(f"{self.path}: tensor {self.key!r} has {self.end - self.start} bytes, "
+                                  f"{self.dtype}{list(self.shape)} needs {view.nbytes}")
+        with open(self.path, "rb") as handle:
+            handle.seek(self.start)
+            if handle.readinto(view) != view.nbytes:
+                raise CheckpointError(f"{self.path}: truncated while reading tensor {self.key!r}")
+        return out
 
 
 def _load_safetensors(path: Path) -> dict[str, LazyTensor]:
-    from safetensors import safe_open
-
+    """The tensors of a safetensors file (header read now, data when each is loaded)."""
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
-        return {key: LazyTensor(handle, key, path) for key in handle.keys()}
-    except Exception as exc:  # safetensors raises several exception types for a bad file
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+        base = 8 + size
+        tensors = {}
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            if info["dtype"] not in _SAFETENSORS_DTYPES:
+                raise ValueError(f"tensor {key!r} has unsupported dtype {info['dtype']}")
+            begin, finish = info["data_offsets"]
+            tensors[key] = LazyTensor(path, key, _SAFETENSORS_DTYPES[info["dtype"]], tuple(info["shape"]),
+                                      base + begin, base + finish)
+        return tensors
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
 
 
