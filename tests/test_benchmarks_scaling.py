@@ -84,7 +84,7 @@ def sgemm_rates(n: int = 2048, repeats: int = 5) -> dict[str, float]:
                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
                                helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     flops = 2.0 * n ** 3
     rates = {}
