@@ -110,18 +110,68 @@ def load_silence_latent(path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _load_safetensors(path: Path) -> dict:
-    from safetensors.torch import load_file
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
+
+@dataclass(frozen=True)
+class LazyTensor:
+    """One tensor of a safetensors file, read with plain file reads only when it is copied into its module.
+
+    Not ``safe_open``/``load_file``: those map the file, and mapped pages that were read stay in the process's RSS
+    until unmapped, so a load peaked at two copies of the weights (the modules' storage plus the mapped file)
+    however the tensors were copied. Reading one tensor's bytes at a time keeps the peak at the modules' storage
+    plus one tensor in flight."""
+
+    path: Path
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offsets in the file
+    end: int
+
+    def load(self):
+        import torch
+
+        out = torch.empty(self.shape, dtype=getattr(torch, self.dtype))
+        view = memoryview(out.view(-1).view(torch.uint8).numpy()) if out.numel() else memoryview(b"")
+        if view.nbytes != self.end - self.start:
+            raise CheckpointError(f"{self.path}: tensor {self.key!r} has {self.end - self.start} bytes, "
+                                  f"{self.dtype}{list(self.shape)} needs {view.nbytes}")
+        with open(self.path, "rb") as handle:
+            handle.seek(self.start)
+            if handle.readinto(view) != view.nbytes:
+                raise CheckpointError(f"{self.path}: truncated while reading tensor {self.key!r}")
+        return out
+
+
+def _load_safetensors(path: Path) -> dict[str, LazyTensor]:
+    """The tensors of a safetensors file (header read now, data when each is loaded)."""
     try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises several exception types for a bad file
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+        base = 8 + size
+        tensors = {}
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            if info["dtype"] not in _SAFETENSORS_DTYPES:
+                raise ValueError(f"tensor {key!r} has unsupported dtype {info['dtype']}")
+            begin, finish = info["data_offsets"]
+            tensors[key] = LazyTensor(path, key, _SAFETENSORS_DTYPES[info["dtype"]], tuple(info["shape"]),
+                                      base + begin, base + finish)
+        return tensors
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
 
 
 def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored: set[str] | None = None) -> None:
-    """Copy ``tensors`` into ``module`` (as float32) after checking keys and shapes both ways."""
-    expected = module.state_dict()
+    """Copy ``tensors`` (torch tensors or :class:`LazyTensor`) into ``module`` (as float32) after checking keys
+    and shapes both ways, one tensor at a time."""
+    import torch
+
+    expected = module.state_dict(keep_vars=True)
     ignored = ignored or set()
     unexpected = sorted(k for k in tensors if k not in expected and k not in ignored)
     missing = sorted(k for k in expected if k not in tensors)
@@ -138,7 +188,11 @@ def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored:
             )
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
-    module.load_state_dict({k: v.float() for k, v in tensors.items() if k in expected}, strict=True)
+    with torch.no_grad():
+        for key, target in expected.items():
+            value = tensors[key]
+            target.copy_(value.load() if isinstance(value, LazyTensor) else value)  # casts to float32 like .float()
+            del value
 
 
 @dataclass

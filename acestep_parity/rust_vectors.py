@@ -130,6 +130,47 @@ def tiling_vectors() -> list[dict]:
     return out
 
 
+def vae_chunking_vectors() -> dict:
+    """Decoder widths, budget chunks, settings parsing and the resulting plans (``tiling.VaeChunking``)."""
+    shapes = [tiling.VaeShape(), tiling.VaeShape(8), tiling.VaeShape(16, (1, 2, 3), (2, 5, 3))]
+    out: dict = {"shapes": [{"decoder_channels": v.decoder_channels, "channel_multiples": list(v.channel_multiples),
+                             "downsampling_ratios": list(v.downsampling_ratios), "widths": v.activation_widths(),
+                             "frame_bytes": v.frame_bytes()} for v in shapes]}
+    budgets = []
+    for memory_mb, frame_bytes, max_frames, overlap in [(4096, shapes[0].frame_bytes(), 8192, 64),
+                                                       (4096, shapes[1].frame_bytes(), 8192, 64),
+                                                       (1, 1 << 20, 8192, 64), (10**7, 1, 8192, 64),
+                                                       (512, 1 << 20, 8192, 16), (0, 1, 8192, 64),
+                                                       (100, 0, 8192, 64), (100, 1, 100, 64)]:
+        try:
+            chunk: int | str = tiling.budget_chunk(memory_mb, frame_bytes, max_frames, overlap)
+        except ValueError as exc:
+            chunk = str(exc)
+        budgets.append({"memory_mb": memory_mb, "frame_bytes": frame_bytes, "max_frames": max_frames,
+                        "overlap": overlap, "chunk": chunk})
+    out["budgets"] = budgets
+    settings = []
+    for mode, memory in [(None, None), ("upstream", None), ("budget", "300"), (" budget ", " 64 "), ("", ""),
+                         ("tiles", None), (None, "lots"), (None, "-5"), (None, "0"), ("upstream", "1.5"), (None, "+5")]:
+        try:
+            chunking = tiling.VaeChunking.parse(mode, memory)
+            result: dict | str = {"mode": chunking.mode, "memory_mb": chunking.memory_mb,
+                                  "chunk": [chunking.chunk_size(v) for v in shapes]}
+        except ValueError as exc:
+            result = str(exc)
+        settings.append({"tiling": mode, "memory_mb": memory, "result": result})
+    out["settings"] = settings
+    plans = []
+    for frames in (1, 256, 300, 3000, 15000):
+        for memory_mb in (16, 256, 4096):
+            chunk = tiling.VaeChunking("budget", memory_mb).chunk_size(shapes[1])
+            plans.append({"frames": frames, "memory_mb": memory_mb, "chunk": chunk,
+                          "tiles": [[t.win_start, t.win_end, t.core_start, t.core_end]
+                                    for t in tiling.plan_tiles(frames, chunk)]})
+    out["plans"] = plans
+    return out
+
+
 def audio_vectors() -> list[dict]:
     rng = np.random.default_rng(11)
     out = []
@@ -223,7 +264,7 @@ def build(with_noise: bool = True) -> dict[str, dict | list]:
     files: dict[str, dict | list] = {
         "prompts.json": prompt_vectors(), "latents.json": latent_vectors(), "schedules.json": schedule_vectors(),
         "tiling.json": tiling_vectors(), "audio.json": audio_vectors(), "case_errors.json": case_error_vectors(),
-        "cases.json": case_vectors(),
+        "cases.json": case_vectors(), "vae_chunking.json": vae_chunking_vectors(),
     }
     if with_noise:
         files["noise.json"] = noise_vectors()

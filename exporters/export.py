@@ -328,6 +328,7 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         DIT_DIR,
         LM_DIR,
         TEXT_DIR,
+        VAE_DIR,
         checkpoint_id,
         file_hashes,
         has_lm,
@@ -369,6 +370,9 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         "ort_session": ORT.to_json(),
         "versions": key["versions"],
         "config_dims": dims,
+        # the VAE decoder's widths: the runtimes size their decode chunks from them (host/tiling.py: VaeShape)
+        "vae_shape": {k: read_json(checkpoint_dir / VAE_DIR / "config.json")[k]
+                      for k in ("decoder_channels", "channel_multiples", "downsampling_ratios")},
         "reproducible": ("exporting twice gives byte-identical graphs (SHA-256) for the same checkpoint, "
                          "settings, sources and versions; tests/test_export.py::test_export_reproducible checks it"),
         "graphs": {n: records[n] for n in GRAPH_SPECS if n in records},

@@ -111,3 +111,29 @@ def test_benchmark_peak_memory(benchmark, engines, backend_name, request):
     peak = benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info["peak_rss_mb"] = peak
     request.config.stash.setdefault(_RESULTS_KEY, {})[("peak_rss_mb", backend_name)] = peak
+
+
+LONG_CASE = paths.CASES_DIR / "bench" / "long_600s.json"
+
+
+def test_benchmark_long_song_peak_memory(benchmark, engines, request):
+    """Issue 12: on the longest song upstream allows (600 s, T = 15000; ``cases/bench/long_600s.json``, not a
+    parity case) py_ort's peak RSS is at most the torch reference's, each measured in a fresh process, one at a
+    time. Slow (torch decodes 118 tiles: about 15 minutes on 2 cores), hence benchmark-only."""
+    targets = {"torch": engines["torch"].ctx.checkpoint_dir, "py_ort": engines["py_ort"].onnx_dir}
+    peaks: dict[str, float] = {}
+
+    def run():
+        for name in ("py_ort", "torch"):
+            proc = subprocess.run([sys.executable, "-c", PEAK_RSS, name, str(targets[name]), str(LONG_CASE)],
+                                  cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=3600, check=True)
+            peaks[name] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+        return peaks
+
+    benchmark.group = "long_song_600s"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    for name, peak in peaks.items():
+        benchmark.extra_info[f"{name}_peak_rss_mb"] = peak
+        request.config.stash.setdefault(_RESULTS_KEY, {})[("peak_rss_600s_mb", name)] = peak
+    assert peaks["py_ort"] <= peaks["torch"], f"600 s case peak RSS: py_ort {peaks['py_ort']:.0f} MB > torch " \
+                                              f"{peaks['torch']:.0f} MB"

@@ -104,8 +104,12 @@ def run_text2music(
     silence_latent: np.ndarray,
     pad_id: int,
     progress: Callable[[str, int, int], None] | None = None,
+    vae_chunk: int = tiling.CPU_CHUNK_SIZE,
 ) -> Captures:
-    """Run one request through ``engine`` and return every capture point."""
+    """Run one request through ``engine`` and return every capture point.
+
+    ``vae_chunk``: latent frames per VAE call (overlap 64); upstream's CPU tiling by default, a runtime's budget
+    chunk (:class:`acestep_parity.host.tiling.VaeChunking`) otherwise."""
     caps = Captures()
     arrays = caps.arrays
     batch = request.batch_size
@@ -159,7 +163,7 @@ def run_text2music(
         raise FloatingPointError("pred_latents contain NaN/Inf; refusing to decode (upstream raises here too)")
     latents_bct = np.ascontiguousarray(xt.transpose(0, 2, 1))
     on_tile = (lambda k, n: progress("vae", k, n)) if progress is not None else None
-    decoded = tiling.tiled_decode(latents_bct, engine.decode_latents, on_tile=on_tile).astype(np.float32)
+    decoded = tiling.tiled_decode(latents_bct, engine.decode_latents, vae_chunk, on_tile=on_tile).astype(np.float32)
     arrays["audio_decoded"] = decoded
     lap("vae")
     arrays["audio"] = audio_post.normalize_peak(audio_post.anti_clip(decoded))

@@ -4,12 +4,19 @@ On CPU upstream decodes with ``chunk_size=256`` and ``overlap=64`` latent frames
 ``chunk - 2*overlap <= 0`` (floor 4), a latent no longer than the chunk is decoded in one call, otherwise
 ``stride = chunk - 2*overlap`` and window i covers ``[core-overlap, core_end+overlap)`` clipped to the latent;
 the decoded window is trimmed by the added frames times the upsampling factor. Batch items decode one by one.
+
+On ONNX Runtime that tiling only costs time: the 64-frame overlap covers the decoder's receptive field and ORT
+computes each output sample the same way whatever the window length, so any chunk size with the same overlap
+decodes the same audio bit for bit (``tests/test_vae_chunking.py`` checks it on every case). The runtimes
+therefore choose the chunk from a memory budget (:class:`VaeChunking`, mode ``budget``): the largest chunk whose
+decode fits ``memory_mb``, overlap kept, one call when the latent fits. Mode ``upstream`` keeps chunk 256.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +24,17 @@ import numpy as np
 CPU_CHUNK_SIZE = 256
 OVERLAP = 64
 MIN_OVERLAP = 4
+# Budget chunks step at least this many frames (a chunk of at least 2 * overlap + MIN_STRIDE), whatever the budget.
+MIN_STRIDE = 64
+# Largest latent the exported vae_decoder.onnx accepts (exporters/specs.py: VAE_DECODER.axis_limits["T"]).
+VAE_MAX_FRAMES = 8192
+DEFAULT_VAE_MEMORY_MB = 4096
+# Live float32 tensors of the widest activation size during one ORT decode call (Snake's temporaries, the
+# residual input and output), measured as peak-RSS growth per latent frame ÷ (4 bytes × widest activation):
+# see docs/performance.md. Rounded up so a budget is an upper bound, not a guess that may be exceeded.
+ACTIVATION_COPIES = 6
+ENV_MEMORY = "ACESTEP_VAE_MEMORY_MB"
+ENV_TILING = "ACESTEP_VAE_TILING"
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,78 @@ def plan_tiles(latent_frames: int, chunk_size: int = CPU_CHUNK_SIZE, overlap: in
         core_end = min(core_start + stride, latent_frames)
         tiles.append(Tile(max(0, core_start - overlap), min(latent_frames, core_end + overlap), core_start, core_end))
     return tiles
+
+
+@dataclass(frozen=True)
+class VaeShape:
+    """The Oobleck decoder's widths (``vae/config.json``), enough to size its activations per latent frame."""
+
+    decoder_channels: int = 128
+    channel_multiples: tuple[int, ...] = (1, 2, 4, 8, 16)
+    downsampling_ratios: tuple[int, ...] = (2, 4, 4, 6, 10)
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> VaeShape:
+        return cls(int(config["decoder_channels"]), tuple(int(m) for m in config["channel_multiples"]),
+                   tuple(int(r) for r in config["downsampling_ratios"]))
+
+    def activation_widths(self) -> list[int]:
+        """Floats per latent frame after each decoder stage: conv1 at C*m[-1], then each upsampling block
+        (strides = reversed downsampling ratios) at C*m[-2-i] channels (diffusers ``OobleckDecoder``)."""
+        mults = [1, *self.channel_multiples]
+        widths = [self.decoder_channels * mults[-1]]
+        rate = 1
+        for i, stride in enumerate(reversed(self.downsampling_ratios)):
+            rate *= stride
+            widths.append(self.decoder_channels * mults[len(self.downsampling_ratios) - i - 1] * rate)
+        return widths
+
+    def frame_bytes(self) -> int:
+        """Peak bytes one latent frame costs inside one decode call (the budget's unit)."""
+        return ACTIVATION_COPIES * 4 * max(self.activation_widths())
+
+
+def budget_chunk(memory_mb: int, frame_bytes: int, max_frames: int = VAE_MAX_FRAMES, overlap: int = OVERLAP) -> int:
+    """The largest chunk (latent frames) whose decode fits ``memory_mb``, at least ``2*overlap + MIN_STRIDE`` and at
+    most ``max_frames`` (the graph's limit)."""
+    if memory_mb <= 0 or frame_bytes <= 0:
+        raise ValueError(f"memory_mb and frame_bytes must be positive, got {memory_mb}, {frame_bytes}")
+    floor = 2 * overlap + MIN_STRIDE
+    if max_frames < floor:
+        raise ValueError(f"max_frames {max_frames} is below the smallest chunk {floor} (overlap {overlap})")
+    return min(max_frames, max(floor, memory_mb * (1 << 20) // frame_bytes))
+
+
+@dataclass(frozen=True)
+class VaeChunking:
+    """How a runtime cuts the latent for the VAE: ``upstream`` (chunk 256, overlap 64) or ``budget``."""
+
+    mode: str = "budget"
+    memory_mb: int = DEFAULT_VAE_MEMORY_MB
+
+    def __post_init__(self):
+        if self.mode not in ("budget", "upstream"):
+            raise ValueError(f"VAE tiling mode must be budget or upstream, got {self.mode}")
+        if self.memory_mb <= 0:
+            raise ValueError(f"VAE memory budget must be positive, got {self.memory_mb} MB")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> VaeChunking:
+        """``ACESTEP_VAE_TILING`` (budget | upstream) and ``ACESTEP_VAE_MEMORY_MB``; the defaults otherwise."""
+        return cls.parse(env.get(ENV_TILING), env.get(ENV_MEMORY))
+
+    @classmethod
+    def parse(cls, tiling: str | None, memory_mb: str | None) -> VaeChunking:
+        """From the two settings as text (``None`` or blank = the default); the Rust runtime's messages."""
+        memory = (memory_mb or "").strip()
+        if memory and not (memory.isascii() and memory.isdigit()):
+            raise ValueError(f"{ENV_MEMORY}={memory} is not a whole number of MB")
+        return cls((tiling or "").strip() or "budget", int(memory) if memory else DEFAULT_VAE_MEMORY_MB)
+
+    def chunk_size(self, vae: VaeShape, max_frames: int = VAE_MAX_FRAMES) -> int:
+        if self.mode == "upstream":
+            return CPU_CHUNK_SIZE
+        return budget_chunk(self.memory_mb, vae.frame_bytes(), max_frames)
 
 
 def tiled_decode(

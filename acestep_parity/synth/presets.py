@@ -119,7 +119,27 @@ FULL = Preset(
     lm=FULL_LM,
 )
 
-PRESETS = {p.name: p for p in (TINY, FULL)}
+# Real widths and heads of every stack (upstream's configs, as FULL), two layers each (the DiT's two: one sliding-
+# window, one full-attention layer; one layer in each condition-encoder stack): real-size speed per layer in a
+# checkpoint that builds and exports in minutes on 2 cores (benchmarks: tests/test_benchmarks.py). The LM keeps
+# Qwen3-0.6B widths with two layers and a small audio-code vocabulary (its speed is the LM benchmark's concern).
+WIDE = Preset(
+    name="wide",
+    dit=DitPreset(
+        hidden_size=2048, intermediate_size=6144, num_hidden_layers=2, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, sliding_window=128, num_lyric_encoder_hidden_layers=1,
+        num_timbre_encoder_hidden_layers=1, num_attention_pooler_hidden_layers=1, fsq_dim=2048,
+    ),
+    text=TextEncoderPreset(
+        hidden_size=1024, intermediate_size=3072, num_hidden_layers=2, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, bpe_vocab_size=4096,
+    ),
+    vae=VaePreset(encoder_hidden_size=128, decoder_channels=128),
+    lm=LmPreset(hidden_size=1024, intermediate_size=3072, num_hidden_layers=2, num_attention_heads=16,
+                num_key_value_heads=8, head_dim=128, bpe_vocab_size=1024, audio_codes=64, seed=1),
+)
+
+PRESETS = {p.name: p for p in (TINY, WIDE, FULL)}
 
 
 def get_preset(name: str) -> Preset:

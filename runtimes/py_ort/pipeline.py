@@ -13,6 +13,7 @@ import numpy as np
 
 from acestep_parity.host.noise import prepare_noise
 from acestep_parity.host.pipeline import Captures, GenerationRequest, run_text2music
+from acestep_parity.host.tiling import VaeChunking, VaeShape
 from acestep_parity.host.torch_file import load_tensor
 from acestep_parity.runtime_assets import missing_assets
 from runtimes.py_ort.session_manager import SessionConfig, SessionManager
@@ -25,7 +26,8 @@ class OrtEngine:
     name = "py_ort"
 
     def __init__(self, sessions: SessionManager, tokenizer: TextTokenizer, silence_latent: np.ndarray,
-                 onnx_dir: Path | None = None, config: SessionConfig | None = None):
+                 onnx_dir: Path | None = None, config: SessionConfig | None = None,
+                 vae_chunking: VaeChunking | None = None):
         self.sessions = sessions
         self.onnx_dir = onnx_dir
         self.config = config
@@ -33,6 +35,11 @@ class OrtEngine:
         self.tokenizer = tokenizer
         self.silence_latent = silence_latent
         self.pad_id = tokenizer.pad_id
+        self.vae_chunking = vae_chunking or VaeChunking.from_env()
+        # an older manifest without "vae_shape" sizes the budget for the real 128-channel decoder (an upper bound)
+        shape = sessions.contract.get("vae_shape")
+        self.vae_shape = VaeShape.from_config(shape) if shape else VaeShape()
+        self.vae_chunk = self.vae_chunking.chunk_size(self.vae_shape)
 
     def tokenize(self, text: str, max_length: int) -> np.ndarray:
         return self.tokenizer.encode(text, max_length)
@@ -72,7 +79,8 @@ class OrtEngine:
         return self.sessions.run("vae_decoder", {"latents": latents.astype(np.float32)})[0]
 
     def generate(self, request: GenerationRequest, progress=None) -> Captures:
-        return run_text2music(self, request, self.silence_latent, self.pad_id, progress=progress)
+        return run_text2music(self, request, self.silence_latent, self.pad_id, progress=progress,
+                              vae_chunk=self.vae_chunk)
 
     @property
     def lm(self):
@@ -87,7 +95,8 @@ class OrtEngine:
         return self.lm.simple_mode(case, lambda request: self.generate(request, progress=progress))
 
 
-def load_engine(onnx_dir: Path, config: SessionConfig | None = None) -> OrtEngine:
+def load_engine(onnx_dir: Path, config: SessionConfig | None = None,
+                vae_chunking: VaeChunking | None = None) -> OrtEngine:
     """Open an ONNX folder (graphs + manifest + assets) as an engine."""
     onnx_dir = Path(onnx_dir)
     missing = missing_assets(onnx_dir)
@@ -96,4 +105,4 @@ def load_engine(onnx_dir: Path, config: SessionConfig | None = None) -> OrtEngin
     sessions = SessionManager.from_dir(onnx_dir, config)
     tokenizer = TextTokenizer(onnx_dir / "tokenizer.json", onnx_dir / "tokenizer_config.json")
     return OrtEngine(sessions, tokenizer, load_tensor(onnx_dir / "silence_latent.pt").astype(np.float32), onnx_dir,
-                     config)
+                     config, vae_chunking)

@@ -1,10 +1,130 @@
-//! Tiled VAE decoding plan: port of `acestep_parity/host/tiling.py` (upstream CPU: chunk 256, overlap 64).
+//! Tiled VAE decoding plan: port of `acestep_parity/host/tiling.py` (upstream CPU: chunk 256, overlap 64), and
+//! the memory-budget chunk the runtimes use instead (same overlap, so the same audio bit for bit on ONNX Runtime).
 
 use crate::CoreError;
 
 pub const CPU_CHUNK_SIZE: usize = 256;
 pub const OVERLAP: usize = 64;
 pub const MIN_OVERLAP: usize = 4;
+/// Budget chunks step at least this many frames (a chunk of at least `2 * overlap + MIN_STRIDE`).
+pub const MIN_STRIDE: usize = 64;
+/// Largest latent the exported `vae_decoder.onnx` accepts (`exporters/specs.py`: `VAE_DECODER.axis_limits`).
+pub const VAE_MAX_FRAMES: usize = 8192;
+pub const DEFAULT_VAE_MEMORY_MB: usize = 4096;
+/// Live float32 tensors of the widest activation size during one decode call (measured; `tiling.py`).
+pub const ACTIVATION_COPIES: usize = 6;
+pub const ENV_MEMORY: &str = "ACESTEP_VAE_MEMORY_MB";
+pub const ENV_TILING: &str = "ACESTEP_VAE_TILING";
+
+/// The Oobleck decoder's widths (`vae/config.json`, the manifest's `vae_shape`): `VaeShape` in Python.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaeShape {
+    pub decoder_channels: usize,
+    pub channel_multiples: Vec<usize>,
+    pub downsampling_ratios: Vec<usize>,
+}
+
+impl Default for VaeShape {
+    /// The real 128-channel decoder (an upper bound for a manifest that does not say).
+    fn default() -> Self {
+        Self {
+            decoder_channels: 128,
+            channel_multiples: vec![1, 2, 4, 8, 16],
+            downsampling_ratios: vec![2, 4, 4, 6, 10],
+        }
+    }
+}
+
+impl VaeShape {
+    /// Floats per latent frame after conv1 and after each upsampling block (diffusers `OobleckDecoder`).
+    pub fn activation_widths(&self) -> Vec<usize> {
+        let mut mults = vec![1];
+        mults.extend_from_slice(&self.channel_multiples);
+        let n = self.downsampling_ratios.len();
+        let mut widths = vec![self.decoder_channels * mults[mults.len() - 1]];
+        let mut rate = 1;
+        for (i, stride) in self.downsampling_ratios.iter().rev().enumerate() {
+            rate *= stride;
+            widths.push(self.decoder_channels * mults[n - i - 1] * rate);
+        }
+        widths
+    }
+
+    /// Peak bytes one latent frame costs inside one decode call.
+    pub fn frame_bytes(&self) -> usize {
+        ACTIVATION_COPIES * 4 * self.activation_widths().into_iter().max().unwrap_or(0)
+    }
+}
+
+/// The largest chunk (latent frames) whose decode fits `memory_mb`, within `[2*overlap + MIN_STRIDE, max_frames]`.
+pub fn budget_chunk(
+    memory_mb: usize,
+    frame_bytes: usize,
+    max_frames: usize,
+    overlap: usize,
+) -> Result<usize, CoreError> {
+    if memory_mb == 0 || frame_bytes == 0 {
+        return Err(CoreError::Invalid(format!(
+            "memory_mb and frame_bytes must be positive, got {memory_mb}, {frame_bytes}"
+        )));
+    }
+    let floor = 2 * overlap + MIN_STRIDE;
+    if max_frames < floor {
+        return Err(CoreError::Invalid(format!(
+            "max_frames {max_frames} is below the smallest chunk {floor} (overlap {overlap})"
+        )));
+    }
+    let fit = (memory_mb as u128 * (1 << 20) / frame_bytes as u128).min(usize::MAX as u128) as usize;
+    Ok(max_frames.min(floor.max(fit)))
+}
+
+/// How a runtime cuts the latent for the VAE: upstream's tiling (chunk 256) or the memory-budget chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaeChunking {
+    Upstream,
+    Budget { memory_mb: usize },
+}
+
+impl Default for VaeChunking {
+    fn default() -> Self {
+        Self::Budget { memory_mb: DEFAULT_VAE_MEMORY_MB }
+    }
+}
+
+impl VaeChunking {
+    /// From `ACESTEP_VAE_TILING` (budget | upstream) and `ACESTEP_VAE_MEMORY_MB` values (`None` = unset).
+    pub fn parse(tiling: Option<&str>, memory_mb: Option<&str>) -> Result<Self, CoreError> {
+        let memory_mb = match memory_mb.map(str::trim).filter(|m| !m.is_empty()) {
+            None => DEFAULT_VAE_MEMORY_MB,
+            Some(m) => m
+                .parse::<usize>()
+                .ok()
+                .filter(|_| m.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| CoreError::Invalid(format!("{ENV_MEMORY}={m} is not a whole number of MB")))?,
+        };
+        if memory_mb == 0 {
+            return Err(CoreError::Invalid(format!("VAE memory budget must be positive, got {memory_mb} MB")));
+        }
+        match tiling.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("budget") {
+            "budget" => Ok(Self::Budget { memory_mb }),
+            "upstream" => Ok(Self::Upstream),
+            other => Err(CoreError::Invalid(format!("VAE tiling mode must be budget or upstream, got {other}"))),
+        }
+    }
+
+    /// From the environment (`VaeChunking.from_env` in Python).
+    pub fn from_env() -> Result<Self, CoreError> {
+        Self::parse(std::env::var(ENV_TILING).ok().as_deref(), std::env::var(ENV_MEMORY).ok().as_deref())
+    }
+
+    /// Latent frames per decode call.
+    pub fn chunk_size(&self, vae: &VaeShape, max_frames: usize) -> Result<usize, CoreError> {
+        match self {
+            Self::Upstream => Ok(CPU_CHUNK_SIZE),
+            Self::Budget { memory_mb } => budget_chunk(*memory_mb, vae.frame_bytes(), max_frames, OVERLAP),
+        }
+    }
+}
 
 /// One decode window `[win_start, win_end)` and the part `[core_start, core_end)` of it that is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +214,18 @@ mod tests {
         assert_eq!(effective_overlap(8, 64), 4);
         assert!(plan_tiles(0, 256, 64).is_err());
         assert!(plan_tiles(100, 8, 64).is_err());
+    }
+
+    #[test]
+    fn budget_chunk_is_bounded() {
+        let real = VaeShape::default();
+        assert_eq!(real.activation_widths(), vec![2048, 10240, 30720, 61440, 122880, 245760]);
+        assert_eq!(budget_chunk(1, real.frame_bytes(), VAE_MAX_FRAMES, OVERLAP).expect("chunk"), 192);
+        assert_eq!(budget_chunk(1 << 30, real.frame_bytes(), VAE_MAX_FRAMES, OVERLAP).expect("chunk"), VAE_MAX_FRAMES);
+        assert!(budget_chunk(0, 1, VAE_MAX_FRAMES, OVERLAP).is_err());
+        assert_eq!(VaeChunking::parse(Some("upstream"), None).expect("mode"), VaeChunking::Upstream);
+        assert!(VaeChunking::parse(Some("tiles"), None).is_err());
+        assert!(VaeChunking::parse(None, Some("lots")).is_err());
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod pipeline;
 pub mod sessions;
 pub mod tensor;
 pub mod tokenizer;
+pub mod vae;

@@ -352,8 +352,9 @@ impl Engine {
         Ok(caps)
     }
 
-    /// `tiling.tiled_decode` of `[B, T, C]` latents (transposed to `[B, C, T]` first), item by item, tile by tile.
-    fn tiled_decode(
+    /// `tiling.tiled_decode` of `[B, T, C]` latents (transposed to `[B, C, T]` first), item by item, tile by tile;
+    /// the chunk from the memory budget (or upstream's 256 with `ACESTEP_VAE_TILING=upstream`).
+    pub fn tiled_decode(
         &mut self,
         latents_btc: &[f32],
         batch: usize,
@@ -361,7 +362,8 @@ impl Engine {
         progress: &mut Option<Progress<'_>>,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
         let c = noise::LATENT_CHANNELS;
-        let tiles = tiling::plan_tiles(frames, tiling::CPU_CHUNK_SIZE, tiling::OVERLAP)?;
+        let chunk = crate::vae::chunk_frames(self.manifest.as_ref(), &tiling::VaeChunking::from_env()?)?;
+        let tiles = tiling::plan_tiles(frames, chunk, tiling::OVERLAP)?;
         let mut items: Vec<Vec<Vec<f32>>> = Vec::with_capacity(batch); // [item][channel] samples
         for b in 0..batch {
             let item = &latents_btc[b * frames * c..(b + 1) * frames * c];

@@ -4,6 +4,7 @@
 //!     generate --case cases/simple_mode_01.json ...                   # 5 Hz LM planner, then text2music
 //!     generate dit-step --onnx-dir DIR --inputs in.npz --out vt.npz     # one teacher-forced DiT step
 //!     generate serve --onnx-dir DIR                                    # DiT steps / LM teacher logits (JSON lines)
+//!     generate vae-decode --onnx-dir DIR --inputs in.npz --out audio.npz  # the VAE alone, chunked as in a run
 //!     generate tokenize --onnx-dir DIR < [{"text": "...", "max_length": 256}, ...]
 //!     generate info                                                    # which libonnxruntime is loaded
 //!
@@ -93,6 +94,18 @@ enum Command {
         #[arg(long)]
         inputs: PathBuf,
         /// .npz to write with vt [B,T,64]
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The VAE alone: pred_latents [B,T,64] from an .npz -> audio_decoded [B,2,1920*T], chunked as a run does
+    /// ($ACESTEP_VAE_TILING, $ACESTEP_VAE_MEMORY_MB)
+    VaeDecode {
+        #[command(flatten)]
+        ort: OrtArgs,
+        /// .npz with pred_latents [B,T,64]
+        #[arg(long)]
+        inputs: PathBuf,
+        /// .npz to write with audio_decoded [B,2,1920*T]
         #[arg(long)]
         out: PathBuf,
     },
@@ -406,6 +419,20 @@ fn lm_teacher(lm: &mut OrtLm, req: &Value, out: &Path) -> Result<()> {
     Ok(())
 }
 
+fn vae_decode(engine: &mut Engine, inputs: &Path, out: &Path) -> Result<()> {
+    let latents = NpzFile::open(inputs)?.f32("pred_latents")?;
+    let shape = latents.shape().to_vec();
+    if shape.len() != 3 || shape[2] != acestep_core::noise::LATENT_CHANNELS {
+        bail!("{}: pred_latents must be [B, T, 64], got {shape:?}", inputs.display());
+    }
+    let flat: Vec<f32> = latents.iter().copied().collect();
+    let (audio, audio_shape) = engine.tiled_decode(&flat, shape[0], shape[1], &mut None)?;
+    let mut arrays = Arrays::default();
+    arrays.insert("audio_decoded", Tensor::f32(&audio_shape, audio)?);
+    arrays.write_npz(out)?;
+    Ok(())
+}
+
 fn cmd_serve(ort: &OrtArgs) -> Result<()> {
     let (mut engine, env) = open_engine_env(ort, Some(&["dit_decoder"]))?;
     let mut lm: Option<OrtLm> = None;
@@ -487,6 +514,10 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::DitStep { ort, inputs, out }) => {
             let mut engine = open_engine(ort, Some(&["dit_decoder"]))?;
             dit_step(&mut engine, inputs, out)
+        }
+        Some(Command::VaeDecode { ort, inputs, out }) => {
+            let mut engine = open_engine(ort, Some(&["vae_decoder"]))?;
+            vae_decode(&mut engine, inputs, out)
         }
         Some(Command::Serve { ort }) => cmd_serve(ort),
         Some(Command::Tokenize { ort }) => cmd_tokenize(ort),
