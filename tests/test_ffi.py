@@ -418,6 +418,22 @@ def test_lm_calls_need_a_generation_and_the_vocab_size(ffi, host_module, dll):
         assert info.value.field == "max_duration"
 
 
+def test_planned_request_needs_a_simple_mode_case_and_vocabulary_ids(ffi, host_module, dll):
+    """``ace_prepare_planned_request`` refuses a text2music case and ids outside the LM vocabulary (field named)."""
+    simple = json.loads((paths.CASES_DIR / "simple_mode_01.json").read_text(encoding="utf-8"))
+    text2music = json.loads((paths.CASES_DIR / "text2music_01.json").read_text(encoding="utf-8"))
+    with host_module.Context(ffi, {"onnx_dir": str(dll.onnx_dir)}) as ctx:
+        vocab = ctx.lm_reset({"query": "x"})["vocab_size"]
+        with pytest.raises(host_module.AceError) as info:
+            ctx.prepare_planned_request(text2music, [1, 2])
+        assert info.value.field == "task"
+        with pytest.raises(host_module.AceError) as info:
+            ctx.prepare_planned_request(simple, [vocab])
+        assert info.value.field == "token_ids"
+        request = ctx.prepare_planned_request(simple, [])  # no tokens: the case's duration, "unknown" language
+        assert request["task"] == "text2music" and request["latent_frames"] > 0 and "planner" in request
+
+
 # ------------------------------------------------------------------------------------------- C# (Mono)
 
 
