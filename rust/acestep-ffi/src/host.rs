@@ -49,6 +49,9 @@ pub fn prepare_request(ctx: &AceContext, request: &Map<String, Value>) -> FfiRes
     prepare_case(ctx, &parse_request(request)?)
 }
 
+/// The largest duration a case file may ask for (`case.rs`), and so the largest a planned request may carry.
+pub const MAX_PLANNED_DURATION_S: f64 = 600.0;
+
 /// A simple-mode case's text2music request from the planner's token stream (`ace_prepare_planned_request`):
 /// the stream decoded and parsed as upstream's `create_sample_from_query`, its fields put in place of the
 /// case's (`planner.text2music_request`: unvalidated, language "unknown" and the case's duration as fallbacks),
@@ -73,6 +76,14 @@ pub fn prepare_planned_request(ctx: &AceContext, request: &Map<String, Value>, t
     case.keyscale = fields.keyscale;
     case.timesignature = fields.timesignature;
     case.duration = fields.duration;
+    // The FSM caps the planner's duration at max_duration (<= 600 s); a stream that escaped it (a host that skipped
+    // the constraints) must not size tensors beyond what a case file may ask for.
+    if let Some(d) = case.duration.filter(|d| !d.is_finite() || *d > MAX_PLANNED_DURATION_S) {
+        return Err(FfiError::arg(
+            "duration",
+            format!("the planner's duration {d} is out of range: at most {MAX_PLANNED_DURATION_S} seconds"),
+        ));
+    }
     let mut prepared = prepare_case(ctx, &case)?;
     if let Value::Object(map) = &mut prepared {
         map.insert("planner".into(), planner);

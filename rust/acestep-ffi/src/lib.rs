@@ -516,6 +516,7 @@ pub unsafe extern "C" fn ace_finalize_metadata(
 /// replace the case's (unvalidated, as upstream's UI passes them; language "unknown" and the case's duration when
 /// the planner wrote none), and the result is prepared as `ace_prepare_request` prepares a text2music case.
 /// `*out_json` receives that request JSON plus `"planner": {"text", "metadata_json", "metadata", "sample"}`.
+/// A planned duration above 600 s (the case-file limit; the FSM never allows one) is an error (`duration`).
 ///
 /// # Safety
 /// `case_json` a NUL-terminated string; `token_ids` holds `len` ids; `out_json` a writable `char *` slot.
