@@ -26,6 +26,9 @@
 // The ABI version this library implements; it only ever grows by additions (see docs/dll_api.md).
 #define ACE_ABI_VERSION 1
 
+// The largest duration a case file may ask for (`case.rs`), and so the largest a planned request may carry.
+#define MAX_PLANNED_DURATION_S 600.0
+
 // Result of every fallible entry point; 0 is success.
 enum AceStatus
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -270,6 +273,22 @@ AceStatus ace_finalize_metadata(const struct AceContext *ctx,
                                 const int64_t *token_ids,
                                 size_t len,
                                 char **out_json);
+
+// Simple mode's hand-off from the planner to text2music: `case_json` is the simple_mode case (the JSON of a
+// `cases/*.json` file), `token_ids` the planner's generated token stream. The stream is decoded and parsed as
+// `ace_finalize_metadata` does, its caption, lyrics, bpm, keyscale, time signature, duration and language
+// replace the case's (unvalidated, as upstream's UI passes them; language "unknown" and the case's duration when
+// the planner wrote none), and the result is prepared as `ace_prepare_request` prepares a text2music case.
+// `*out_json` receives that request JSON plus `"planner": {"text", "metadata_json", "metadata", "sample"}`.
+// A planned duration above 600 s (the case-file limit; the FSM never allows one) is an error (`duration`).
+//
+// # Safety
+// `case_json` a NUL-terminated string; `token_ids` holds `len` ids; `out_json` a writable `char *` slot.
+AceStatus ace_prepare_planned_request(const struct AceContext *ctx,
+                                      const char *case_json,
+                                      const int64_t *token_ids,
+                                      size_t len,
+                                      char **out_json);
 
 #ifdef __cplusplus
 }  // extern "C"

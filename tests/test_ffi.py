@@ -37,6 +37,11 @@ CAPTURES = (
     "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
     "noise", "xt", "vt", "pred_latents", "audio_decoded", "audio",
 )
+# What a simple_mode run captures besides CAPTURES: the planner's (acestep_parity.host.planner.captures).
+LM_CAPTURES = (
+    "lm_prompt_ids", "lm_tokens", "lm_logits", "lm_topk_ids", "lm_topk_logits", "lm_allowed", "lm_mask_digests",
+    "lm_margins", "lm_text", "lm_metadata",
+)
 TOOL_CACHE = Path(os.environ.get("ACESTEP_TOOL_CACHE", Path.home() / ".cache" / "acestep-parity"))
 
 
@@ -218,16 +223,22 @@ def test_step_inputs_and_scheduler_step_follow_the_schedule(context):
 
 
 def test_dll_captures_match_py_ort(dll, py_ort, case, runnable_case, record_property):
-    """Every capture of the Python DLL host equals py_ort's (same graphs, same libonnxruntime and options)."""
+    """Every capture of the Python DLL host equals py_ort's (same graphs, same libonnxruntime and options); in
+    simple mode the planner's captures too (the LM loop on the library's prompt, FSM and hand-off)."""
     if runnable_case.task not in dll.tasks:
         pytest.skip(f"dll cannot run {runnable_case.id}: {dll.missing_task_reason}")
     ours, ref = dll.run_case(runnable_case).arrays, py_ort.run_case(runnable_case).arrays
-    assert sorted(ours) == sorted(CAPTURES) and set(ref) >= set(CAPTURES)
+    names = CAPTURES + (LM_CAPTURES if runnable_case.task == "simple_mode" else ())
+    assert sorted(ours) == sorted(names) and set(ref) >= set(names)
     worst = {}
-    for name in CAPTURES:
+    for name in names:
         assert ours[name].dtype == ref[name].dtype and ours[name].shape == ref[name].shape, name
+        if ours[name].dtype.kind in "US":  # text, digests: equal or not
+            worst[name] = 0.0 if np.array_equal(ours[name], ref[name]) else float("inf")
+            continue
         a, b = ours[name].astype(np.float64), ref[name].astype(np.float64)
-        worst[name] = float(np.max(np.abs(a - b))) if a.size else 0.0
+        with np.errstate(invalid="ignore"):  # margins hold inf where one token was allowed: equal infs count 0
+            worst[name] = float(np.max(np.where(a == b, 0.0, np.abs(a - b)))) if a.size else 0.0
     record_property("max_abs", json.dumps(worst))
     different = {k: v for k, v in worst.items() if v != 0.0 or not np.array_equal(ours[k], ref[k])}
     assert not different, f"dll~py_ort differs: {different}"
@@ -405,6 +416,22 @@ def test_lm_calls_need_a_generation_and_the_vocab_size(ffi, host_module, dll):
         with pytest.raises(host_module.AceError) as info:
             ctx.lm_reset({"max_duration": 5})
         assert info.value.field == "max_duration"
+
+
+def test_planned_request_needs_a_simple_mode_case_and_vocabulary_ids(ffi, host_module, dll):
+    """``ace_prepare_planned_request`` refuses a text2music case and ids outside the LM vocabulary (field named)."""
+    simple = json.loads((paths.CASES_DIR / "simple_mode_01.json").read_text(encoding="utf-8"))
+    text2music = json.loads((paths.CASES_DIR / "text2music_01.json").read_text(encoding="utf-8"))
+    with host_module.Context(ffi, {"onnx_dir": str(dll.onnx_dir)}) as ctx:
+        vocab = ctx.lm_reset({"query": "x"})["vocab_size"]
+        with pytest.raises(host_module.AceError) as info:
+            ctx.prepare_planned_request(text2music, [1, 2])
+        assert info.value.field == "task"
+        with pytest.raises(host_module.AceError) as info:
+            ctx.prepare_planned_request(simple, [vocab])
+        assert info.value.field == "token_ids"
+        request = ctx.prepare_planned_request(simple, [])  # no tokens: the case's duration, "unknown" language
+        assert request["task"] == "text2music" and request["latent_frames"] > 0 and "planner" in request
 
 
 # ------------------------------------------------------------------------------------------- C# (Mono)

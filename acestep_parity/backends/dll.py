@@ -1,7 +1,8 @@
 """The ``dll`` backend: a Python host running ONNX Runtime itself (the ``onnxruntime`` wheel, the same graphs as
 py_ort from the shared ONNX folder) and calling the Rust C-ABI library ``libacestep_runtime`` (``rust/acestep-ffi``)
 for all host logic: case validation, prompts, tokenization, noise, schedule, scheduler step, tiling,
-post-processing.
+post-processing, and in simple mode the LM prompt, constrained-decoding FSM, metadata and the planner-to-text2music
+hand-off (the host runs ``lm_prefill``/``lm_decode`` and picks the greedy token).
 
 The host is the example program ``examples/ffi/python/acestep_ffi.py`` (loaded from its file, so the example
 that ships with the library is the code the parity suite proves). Its sessions get py_ort's own
@@ -50,8 +51,6 @@ def find_library() -> Path | None:
 @register
 class DllBackend(Backend):
     name = "dll"
-    tasks = ("text2music",)  # the library has no LM planner run loop: simple_mode items skip, saying so
-    missing_task_reason = "the DLL host runs no 5 Hz LM planner (simple mode)"
 
     def availability(self) -> Availability:
         try:
@@ -89,3 +88,6 @@ class DllBackend(Backend):
 
     def dit_step(self, xt, t, encoder_hidden_states, context_latents):
         return self.host.dit(xt, t, encoder_hidden_states, context_latents)
+
+    def lm_teacher_logits(self, prompt_ids, tokens):
+        return self.host.lm_teacher_logits(prompt_ids, tokens)

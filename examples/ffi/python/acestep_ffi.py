@@ -1,6 +1,7 @@
 """A Python host of the ACE-Step C-ABI library (``libacestep_runtime``): ONNX Runtime from the ``onnxruntime``
-wheel runs the five graphs, the library does everything else (case validation, prompts, tokenization, noise,
-schedule, scheduler step, VAE tiling, post-processing). Needs only numpy, onnxruntime and ctypes.
+wheel runs the graphs, the library does everything else (case validation, prompts, tokenization, noise,
+schedule, scheduler step, VAE tiling, post-processing; in simple mode the LM prompt, the constrained-decoding FSM,
+the metadata and the hand-off of the planner's fields to text2music). Needs only numpy, onnxruntime and ctypes.
 
 It is also the ``dll`` backend of the parity suite (``acestep_parity/backends/dll.py`` loads this file), so
 ``dll~py_ort`` proves that this path reproduces the Python ORT runtime bit for bit.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import sys
@@ -22,6 +24,8 @@ import onnxruntime as ort
 
 ABI_VERSION = 1
 GRAPHS = ("text_encoder", "lyric_embedding", "condition_encoder", "dit_decoder", "vae_decoder")
+LM_GRAPHS = ("lm_prefill", "lm_decode")  # the 5 Hz LM planner (simple mode), opened on first use
+TOPK_STORED = 8  # per-step raw logits captured as top-k (ids + values), as the other runtimes capture them
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
 _F32P = ctypes.POINTER(ctypes.c_float)
 _SIZE = ctypes.c_size_t
@@ -90,6 +94,8 @@ class Library:
             "ace_apply_lm_constraints": (ctypes.c_int32, [_CTX, _F32P, _SIZE, _F32P]),
             "ace_lm_update": (ctypes.c_int32, [_CTX, ctypes.c_uint32]),
             "ace_finalize_metadata": (ctypes.c_int32, [_CTX, ctypes.POINTER(ctypes.c_int64), _SIZE, _OUT_STR]),
+            "ace_prepare_planned_request": (ctypes.c_int32, [_CTX, _STR, ctypes.POINTER(ctypes.c_int64), _SIZE,
+                                                             _OUT_STR]),
         }
         for name, (restype, argtypes) in sig.items():
             fn = getattr(lib, name)
@@ -238,6 +244,21 @@ class Context:
         return self.library.call_json("ace_finalize_metadata", self.handle,
                                       ids.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)), ids.size)
 
+    def prepare_planned_request(self, case: dict, tokens) -> dict:
+        """Simple mode's text2music request: the case with the planner's fields (see ``ace_prepare_planned_request``)."""
+        ids = np.ascontiguousarray(tokens, dtype=np.int64)
+        return self.library.call_json("ace_prepare_planned_request", self.handle, json.dumps(case).encode("utf-8"),
+                                      ids.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)), ids.size)
+
+
+def _margin(constrained: np.ndarray) -> float:
+    """Top-1 minus top-2 of the allowed logits (inf where one token is allowed): how close greedy was to a tie."""
+    finite = constrained[np.isfinite(constrained)]
+    if finite.size < 2:
+        return float("inf")
+    top2 = np.partition(finite, finite.size - 2)[-2:]
+    return float(top2[1] - top2[0])
+
 
 def session_options() -> ort.SessionOptions:
     """The options of the Python ORT runtime (runtimes/py_ort SessionConfig): same threads, same
@@ -260,8 +281,10 @@ class Host:
         self.library = library if isinstance(library, Library) else Library(library or default_library())
         self.context = Context(self.library, {"onnx_dir": str(self.onnx_dir)})
         opts = options or session_options()
-        self.sessions = {g: ort.InferenceSession(str(self.onnx_dir / f"{g}.onnx"), sess_options=opts,
-                                                 providers=providers or ["CPUExecutionProvider"]) for g in GRAPHS}
+        self._open = lambda g: ort.InferenceSession(str(self.onnx_dir / f"{g}.onnx"), sess_options=opts,
+                                                    providers=providers or ["CPUExecutionProvider"])
+        self.sessions = {g: self._open(g) for g in GRAPHS}
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
 
     def _input_dtype(self, graph: str, name: str):
         for io in self.sessions[graph].get_inputs():
@@ -270,7 +293,77 @@ class Host:
         raise KeyError(f"{graph}.onnx has no input {name!r}")
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if graph not in self.sessions:
+            self.sessions[graph] = self._open(graph)  # the LM graphs: only simple mode needs them
         return self.sessions[graph].run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+
+    # ---- the 5 Hz LM (simple mode): prefill once, then one token at a time on the KV cache
+
+    def lm_start(self, prompt_ids) -> np.ndarray:
+        """The prompt through ``lm_prefill``; the last position's logits ``[V]`` (the cache is kept)."""
+        ids = np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1)
+        logits, keys, values = self.run("lm_prefill", {"input_ids": ids})
+        self._cache = (keys, values)
+        return np.asarray(logits[0], dtype=np.float32).reshape(-1)
+
+    def lm_next(self, token: int) -> np.ndarray:
+        """One token through ``lm_decode`` on the cached keys/values (``present_*`` fed back as ``past_*``)."""
+        if self._cache is None:
+            raise RuntimeError("lm_next before lm_start")
+        keys, values = self._cache
+        logits, keys, values = self.run("lm_decode", {"input_ids": np.asarray([[int(token)]], dtype=np.int64),
+                                                      "past_keys": keys, "past_values": values})
+        self._cache = (keys, values)
+        return np.asarray(logits[0], dtype=np.float32).reshape(-1)
+
+    def lm_teacher_logits(self, prompt_ids, tokens) -> np.ndarray:
+        """Logits ``[steps, V]`` of every step with the reference tokens fed in (no choice made by the host)."""
+        rows = [self.lm_start(prompt_ids)]
+        rows += [self.lm_next(int(t)) for t in np.asarray(tokens).reshape(-1)[:-1]]
+        return np.stack(rows)
+
+    def plan(self, case: dict) -> dict[str, np.ndarray]:
+        """The planner of a simple_mode case, greedy (the parity mode): the library builds the prompt and masks
+        every row (``ace_lm_reset``, ``ace_apply_lm_constraints``, ``ace_lm_update``), the host picks the
+        argmax and stops after EOS/pad, the library parses the stream (``ace_finalize_metadata``). Returns the
+        LM capture points (the names, dtypes and shapes of the other runtimes')."""
+        ctx = self.context
+        duration = case.get("duration")
+        info = ctx.lm_reset({"query": case.get("query", ""), "instrumental": bool(case.get("instrumental", False)),
+                             "vocal_language": case.get("language"),
+                             "max_duration": int(duration) if duration and duration > 0 else None})
+        prompt_ids = np.asarray(info["prompt_ids"], dtype=np.int64)
+        stop = {int(info["eos_token_id"]), int(info["pad_token_id"])}
+        tokens, raws, allowed, margins = [], [], [], []
+        logits = self.lm_start(prompt_ids)
+        for _ in range(int(info["max_new_tokens"])):
+            constrained = ctx.apply_lm_constraints(logits)
+            allowed.append(np.isfinite(constrained))
+            margins.append(_margin(constrained))
+            token = int(np.argmax(constrained))
+            ctx.lm_update(token)
+            raws.append(logits)
+            tokens.append(token)
+            if token in stop:
+                break
+            logits = self.lm_next(token)
+        final = ctx.finalize_metadata(tokens)
+        raw = np.stack(raws).astype(np.float32)
+        mask = np.stack(allowed)
+        top_ids = np.argsort(-raw, axis=1, kind="stable")[:, :min(TOPK_STORED, raw.shape[1])]
+        return {
+            "lm_prompt_ids": prompt_ids,
+            "lm_tokens": np.asarray(tokens, dtype=np.int64),
+            "lm_logits": raw,
+            "lm_topk_ids": top_ids.astype(np.int64),
+            "lm_topk_logits": np.take_along_axis(raw, top_ids, axis=1).astype(np.float32),
+            "lm_allowed": mask,
+            "lm_mask_digests": np.asarray([hashlib.sha256(np.packbits(row).tobytes()).hexdigest()[:16]
+                                           for row in mask]),
+            "lm_margins": np.asarray(margins, dtype=np.float64),
+            "lm_text": np.asarray(final["text"]),
+            "lm_metadata": np.asarray(final["metadata_json"]),
+        }
 
     def dit(self, xt, t, encoder_hidden_states, context_latents) -> np.ndarray:
         t = np.asarray(t, dtype=np.float32)
@@ -280,9 +373,18 @@ class Host:
                                         "context_latents": np.asarray(context_latents, np.float32)})[0]
 
     def run_case(self, case: dict) -> dict[str, np.ndarray]:
-        """Every capture point of one text2music case (the names, dtypes and shapes of py_ort's)."""
+        """Every capture point of one case (the names, dtypes and shapes of py_ort's): text2music, or simple
+        mode (the planner, then text2music on the request the library builds from the planner's tokens)."""
+        if case.get("task") == "simple_mode":
+            lm = self.plan(case)
+            caps = self.run_request(self.context.prepare_planned_request(case, lm["lm_tokens"]), case)
+            caps.update(lm)
+            return caps
+        return self.run_request(self.context.prepare_request(case), case)
+
+    def run_request(self, req: dict, case: dict) -> dict[str, np.ndarray]:
+        """text2music on a prepared request (``ace_prepare_request`` / ``ace_prepare_planned_request``)."""
         ctx = self.context
-        req = ctx.prepare_request(case)
         caps: dict[str, np.ndarray] = {}
         for name in ("text_token_ids", "lyric_token_ids"):
             caps[name] = np.asarray(req[name]["data"], dtype=np.int64).reshape(req[name]["shape"])

@@ -46,7 +46,53 @@ fn padded(row: &[i64], batch: usize) -> (Value, Value) {
 
 /// Everything a host needs to run one text2music case, as one JSON object (see docs/dll_api.md).
 pub fn prepare_request(ctx: &AceContext, request: &Map<String, Value>) -> FfiResult<Value> {
-    let case = parse_request(request)?;
+    prepare_case(ctx, &parse_request(request)?)
+}
+
+/// The largest duration a case file may ask for (`case.rs`), and so the largest a planned request may carry.
+pub const MAX_PLANNED_DURATION_S: f64 = 600.0;
+
+/// A simple-mode case's text2music request from the planner's token stream (`ace_prepare_planned_request`):
+/// the stream decoded and parsed as upstream's `create_sample_from_query`, its fields put in place of the
+/// case's (`planner.text2music_request`: unvalidated, language "unknown" and the case's duration as fallbacks),
+/// then prepared as `ace_prepare_request` prepares a case. The planner's `text`, `metadata_json` and `sample`
+/// are added under `"planner"`.
+pub fn prepare_planned_request(ctx: &AceContext, request: &Map<String, Value>, tokens: &[i64]) -> FfiResult<Value> {
+    let mut case = parse_request(request)?;
+    if case.task != "simple_mode" {
+        return Err(FfiError::arg("task", format!("a planned request needs a simple_mode case, got {:?}", case.task)));
+    }
+    let (planner, sample) = {
+        let state = ctx.lm()?;
+        let assets = state.assets.as_ref().ok_or_else(|| FfiError::arg("lm_dir", "LM assets not loaded"))?;
+        crate::lm::finalize_sample(&assets.tok, tokens, case.instrumental)?
+    };
+    let fields = acestep_core::lm_planner::text2music_fields(&sample, "unknown", case.duration);
+    case.task = "text2music".to_string();
+    case.caption = fields.caption;
+    case.lyrics = fields.lyrics;
+    case.language = fields.language;
+    case.bpm = fields.bpm;
+    case.keyscale = fields.keyscale;
+    case.timesignature = fields.timesignature;
+    case.duration = fields.duration;
+    // The FSM caps the planner's duration at max_duration (<= 600 s); a stream that escaped it (a host that skipped
+    // the constraints) must not size tensors beyond what a case file may ask for.
+    if let Some(d) = case.duration.filter(|d| !d.is_finite() || *d > MAX_PLANNED_DURATION_S) {
+        return Err(FfiError::arg(
+            "duration",
+            format!("the planner's duration {d} is out of range: at most {MAX_PLANNED_DURATION_S} seconds"),
+        ));
+    }
+    let mut prepared = prepare_case(ctx, &case)?;
+    if let Value::Object(map) = &mut prepared {
+        map.insert("planner".into(), planner);
+    }
+    Ok(prepared)
+}
+
+/// Everything a host needs to run one validated text2music case (`prepare_request`'s body).
+pub fn prepare_case(ctx: &AceContext, case: &Case) -> FfiResult<Value> {
     let batch = case.batch_size();
     let metas = prompts::metas_string(case.bpm, &case.keyscale, &case.timesignature, case.duration);
     let caption_prompt = prompts::caption_prompt(&case.caption, &metas, prompts::DEFAULT_DIT_INSTRUCTION);

@@ -509,3 +509,31 @@ pub unsafe extern "C" fn ace_finalize_metadata(
         write_json(out_json, &lm::finalize(&assets.tok, tokens, instrumental)?)
     })
 }
+
+/// Simple mode's hand-off from the planner to text2music: `case_json` is the simple_mode case (the JSON of a
+/// `cases/*.json` file), `token_ids` the planner's generated token stream. The stream is decoded and parsed as
+/// `ace_finalize_metadata` does, its caption, lyrics, bpm, keyscale, time signature, duration and language
+/// replace the case's (unvalidated, as upstream's UI passes them; language "unknown" and the case's duration when
+/// the planner wrote none), and the result is prepared as `ace_prepare_request` prepares a text2music case.
+/// `*out_json` receives that request JSON plus `"planner": {"text", "metadata_json", "metadata", "sample"}`.
+/// A planned duration above 600 s (the case-file limit; the FSM never allows one) is an error (`duration`).
+///
+/// # Safety
+/// `case_json` a NUL-terminated string; `token_ids` holds `len` ids; `out_json` a writable `char *` slot.
+#[no_mangle]
+pub unsafe extern "C" fn ace_prepare_planned_request(
+    ctx: *const AceContext,
+    case_json: *const c_char,
+    token_ids: *const i64,
+    len: usize,
+    out_json: *mut *mut c_char,
+) -> AceStatus {
+    clear_out(out_json);
+    guard(|| {
+        let ctx = context(ctx)?;
+        let request = json_object(case_json, "case_json")?;
+        let tokens = slice(token_ids, len, "token_ids")?;
+        out_ptr(out_json, "out_json")?;
+        write_json(out_json, &host::prepare_planned_request(ctx, &request, tokens)?)
+    })
+}

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use acestep_core::lm_fsm::{self, FsmError, FsmTables, LmFsm, LmVocab};
-use acestep_core::{lm_parse, lm_planner};
+use acestep_core::lm_parse::{self, SampleResult};
+use acestep_core::lm_planner;
 use serde_json::{json, Map, Value};
 use tokenizers::Tokenizer;
 
@@ -235,6 +236,11 @@ impl Generation {
 
 /// `create_sample_from_query`'s metadata of a token stream: `{"text", "metadata", "sample"}`.
 pub fn finalize(tok: &LmTok, tokens: &[i64], instrumental: bool) -> FfiResult<Value> {
+    Ok(finalize_sample(tok, tokens, instrumental)?.0)
+}
+
+/// [`finalize`]'s JSON and the `create_sample` result it holds (for the hand-off to text2music).
+pub fn finalize_sample(tok: &LmTok, tokens: &[i64], instrumental: bool) -> FfiResult<(Value, SampleResult)> {
     let ids: Vec<u32> = tokens
         .iter()
         .map(|&t| u32::try_from(t).ok().filter(|&t| (t as usize) < tok.size))
@@ -244,7 +250,7 @@ pub fn finalize(tok: &LmTok, tokens: &[i64], instrumental: bool) -> FfiResult<Va
     let metadata = lm_parse::create_sample_fields(&text, instrumental);
     let metadata_json = lm_parse::metadata_json(&metadata);
     let sample = lm_parse::create_sample_result(&metadata);
-    Ok(json!({
+    let value = json!({
         "text": text,
         "metadata_json": metadata_json,
         "metadata": serde_json::from_str::<Value>(&metadata_json).unwrap_or(Value::Null),
@@ -253,5 +259,6 @@ pub fn finalize(tok: &LmTok, tokens: &[i64], instrumental: bool) -> FfiResult<Va
             "keyscale": sample.keyscale, "language": sample.language, "timesignature": sample.timesignature,
             "instrumental": sample.instrumental,
         },
-    }))
+    });
+    Ok((value, sample))
 }

@@ -134,6 +134,14 @@ fn json_family_survives_mutated_inputs() {
         } else {
             assert!(out.is_null());
         }
+        // The simple-mode hand-off on the same mutated case (the fixture has no LM folder: an error, never a crash).
+        let ids = [i as i64, -1, 7];
+        let status = unsafe { ace_prepare_planned_request(ctx, case.as_ptr(), ids.as_ptr(), i % 4, &mut out) };
+        assert_contract(status);
+        if status != AceStatus::Ok {
+            assert!(out.is_null());
+        }
+        take(out);
         let state = CString::new(mutate(&mut rng, states[i % 2].as_bytes())).expect("no NUL");
         let mut t = [0f32; 3];
         let status = unsafe { ace_prepare_step_inputs(ctx, state.as_ptr(), t.as_mut_ptr(), 3, &mut out) };

@@ -1,5 +1,5 @@
-//! Token streams: metadata finalization of arbitrary ids, LM constraints on fuzzed logits and FSM updates with
-//! fuzzed tokens. With ACESTEP_FUZZ_ONNX_DIR set to an exported folder the LM path runs for real; on the tiny
+//! Token streams: metadata finalization of arbitrary ids, the simple-mode hand-off to text2music
+//! (`ace_prepare_planned_request`) on them, LM constraints on fuzzed logits and FSM updates with fuzzed tokens. With ACESTEP_FUZZ_ONNX_DIR set to an exported folder the LM path runs for real; on the tiny
 //! fixture (no LM folder) the LM calls must fail cleanly (io), never crash.
 #![no_main]
 use std::ffi::c_char;
@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let mut out: *mut c_char = std::ptr::null_mut();
     common::check(unsafe { ace_finalize_metadata(ctx, ids.as_ptr(), ids.len(), &mut out) });
+    unsafe { ace_string_free(out) };
+    let case = common::c_string(br#"{"id": "fuzz", "task": "simple_mode", "query": "q", "seeds": [1], "duration": 10}"#);
+    common::check(unsafe { ace_prepare_planned_request(ctx, case.as_ptr(), ids.as_ptr(), ids.len(), &mut out) });
     unsafe { ace_string_free(out) };
     if data.first().is_some_and(|b| b % 4 == 0) {
         let options = common::c_string(br#"{"query": "fuzz"}"#);
