@@ -34,7 +34,7 @@ def file_lock(path: Path):
 
 def ensure_synthetic_checkpoint(preset_name: str = "tiny", root: Path | None = None) -> Path:
     """The cached synthetic checkpoint for ``preset_name``, generated on first use (atomically)."""
-    from acestep_parity.synth.generate import MANIFEST, generate
+    from acestep_parity.synth.generate import MANIFEST, generate, generator_digest
     from acestep_parity.synth.presets import get_preset
 
     preset = get_preset(preset_name)
@@ -42,15 +42,17 @@ def ensure_synthetic_checkpoint(preset_name: str = "tiny", root: Path | None = N
     target = base / f"synth-{preset.name}"
 
     def complete() -> bool:
-        """Present and made from this preset (a cache from before the LM planner lacks acestep-5Hz-lm-0.6B/; one
-        from an older preset records another preset_config)."""
+        """Present and made from this preset by this generator (a cache from before the LM planner lacks
+        acestep-5Hz-lm-0.6B/; one from an older preset records another preset_config, one from older generator code
+        another ``generator`` digest)."""
         import json
         from dataclasses import asdict
 
         if not (target / MANIFEST).is_file() or not (target / "acestep-5Hz-lm-0.6B" / "config.json").is_file():
             return False
-        recorded = json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("preset_config")
-        return recorded == json.loads(json.dumps(asdict(preset)))
+        recorded = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
+        return (recorded.get("preset_config") == json.loads(json.dumps(asdict(preset)))
+                and recorded.get("generator") == generator_digest())
 
     if complete():
         return target

@@ -258,5 +258,17 @@ def generate(preset: Preset, out: Path) -> dict[str, str]:
         for p in sorted(out.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
-    _write_json(out / MANIFEST, {"preset": preset.name, "preset_config": asdict(preset), "files": hashes})
+    _write_json(out / MANIFEST, {"preset": preset.name, "preset_config": asdict(preset),
+                                 "generator": generator_digest(), "files": hashes})
     return hashes
+
+
+def generator_digest() -> str:
+    """SHA-256 of this generator's own sources (the ``synth`` package): a cached checkpoint made by other code
+    (e.g. before the LM's norm became CPU-independent) is regenerated, not silently reused."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
