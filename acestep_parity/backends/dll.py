@@ -19,7 +19,7 @@ from pathlib import Path
 
 from acestep_parity import paths
 from acestep_parity.backends.base import Availability, Backend, register
-from acestep_parity.backends.onnx_folder import OnnxFolderUnavailable, onnx_folder
+from acestep_parity.backends.onnx_folder import OnnxFolderBackend, OnnxFolderUnavailable
 from acestep_parity.backends.rust import default_target_dir
 from acestep_parity.cases import Case
 from acestep_parity.host.pipeline import Captures
@@ -49,7 +49,7 @@ def find_library() -> Path | None:
 
 
 @register
-class DllBackend(Backend):
+class DllBackend(OnnxFolderBackend, Backend):
     name = "dll"
 
     def availability(self) -> Availability:
@@ -65,12 +65,6 @@ class DllBackend(Backend):
         except OnnxFolderUnavailable as exc:
             return Availability(False, str(exc))
         return Availability(True)
-
-    @property
-    def onnx_dir(self) -> Path:
-        if not hasattr(self, "_onnx_dir"):
-            self._onnx_dir = onnx_folder(self.ctx)
-        return self._onnx_dir
 
     @property
     def host(self):

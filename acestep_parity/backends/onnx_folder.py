@@ -18,6 +18,18 @@ class OnnxFolderUnavailable(RuntimeError):
     """No ONNX folder can be provided here; the message says why and what to install."""
 
 
+class OnnxFolderBackend:
+    """Mixin of the ONNX backends (py_ort, rust, dll): ``onnx_dir``, this backend's folder, exported on first use."""
+
+    ctx: BackendContext
+
+    @property
+    def onnx_dir(self) -> Path:
+        if not hasattr(self, "_onnx_dir"):
+            self._onnx_dir = onnx_folder(self.ctx)
+        return self._onnx_dir
+
+
 def onnx_folder(ctx: BackendContext) -> Path:
     """The exported folder for ``ctx`` (checkpoint and profile), exported on first use."""
     try:

@@ -3,14 +3,12 @@ folder (:mod:`acestep_parity.backends.onnx_folder`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from acestep_parity.backends.base import Availability, EngineBackend, register
-from acestep_parity.backends.onnx_folder import OnnxFolderUnavailable, onnx_folder
+from acestep_parity.backends.onnx_folder import OnnxFolderBackend, OnnxFolderUnavailable
 
 
 @register
-class PyOrtBackend(EngineBackend):
+class PyOrtBackend(OnnxFolderBackend, EngineBackend):
     name = "py_ort"
 
     def availability(self) -> Availability:
@@ -24,12 +22,6 @@ class PyOrtBackend(EngineBackend):
         except OnnxFolderUnavailable as exc:
             return Availability(False, str(exc))
         return Availability(True)
-
-    @property
-    def onnx_dir(self) -> Path:
-        if not hasattr(self, "_onnx_dir"):
-            self._onnx_dir = onnx_folder(self.ctx)
-        return self._onnx_dir
 
     @property
     def engine(self):

@@ -28,7 +28,7 @@ import numpy as np
 
 from acestep_parity import paths
 from acestep_parity.backends.base import Availability, Backend, register
-from acestep_parity.backends.onnx_folder import OnnxFolderUnavailable, onnx_folder
+from acestep_parity.backends.onnx_folder import OnnxFolderBackend, OnnxFolderUnavailable
 from acestep_parity.cases import Case
 from acestep_parity.host.pipeline import Captures
 
@@ -160,7 +160,7 @@ class DitServer:
 
 
 @register
-class RustBackend(Backend):
+class RustBackend(OnnxFolderBackend, Backend):
     name = "rust"
 
     def availability(self) -> Availability:
@@ -181,12 +181,6 @@ class RustBackend(Backend):
         if not hasattr(self, "_binary"):
             self._binary = find_binary()
         return self._binary
-
-    @property
-    def onnx_dir(self) -> Path:
-        if not hasattr(self, "_onnx_dir"):
-            self._onnx_dir = onnx_folder(self.ctx)
-        return self._onnx_dir
 
     def _run(self, case: Case) -> Captures:
         with tempfile.TemporaryDirectory(prefix=f"acestep-rust-{case.id}-") as tmp:
