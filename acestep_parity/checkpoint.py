@@ -166,10 +166,23 @@ def _load_safetensors(path: Path) -> dict[str, LazyTensor]:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
 
 
+def empty_modules():
+    """Context in which modules are built with their parameters on the meta device (no storage, no random init)
+    and their buffers on the CPU (RoPE tables and other non-persistent buffers are computed as usual).
+    :func:`strict_load` then gives each parameter the tensor read from the file, so a load holds one copy of the
+    weights instead of the constructed modules plus the file's tensors. ``accelerate``'s ``init_empty_weights``."""
+    from accelerate import init_empty_weights
+
+    return init_empty_weights(include_buffers=False)
+
+
 def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored: set[str] | None = None) -> None:
-    """Copy ``tensors`` (torch tensors or :class:`LazyTensor`) into ``module`` (as float32) after checking keys
-    and shapes both ways, one tensor at a time."""
+    """Give ``module`` the ``tensors`` (torch tensors or :class:`LazyTensor`, cast to the module's float32) after
+    checking keys and shapes both ways, one tensor at a time. The module may be built by :func:`empty_modules`
+    (parameters on the meta device): each parameter is then replaced by the tensor read from the file, and none
+    may stay on the meta device."""
     import torch
+    from accelerate.utils import set_module_tensor_to_device
 
     expected = module.state_dict(keep_vars=True)
     ignored = ignored or set()
@@ -191,8 +204,13 @@ def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored:
     with torch.no_grad():
         for key, target in expected.items():
             value = tensors[key]
-            target.copy_(value.load() if isinstance(value, LazyTensor) else value)  # casts to float32 like .float()
+            value = value.load() if isinstance(value, LazyTensor) else value
+            # set_module_tensor_to_device casts to the target's dtype (float32), like .float()
+            set_module_tensor_to_device(module, key, "cpu", value=value, dtype=target.dtype)
             del value
+    left = [name for name, tensor in (*module.named_parameters(), *module.named_buffers()) if tensor.is_meta]
+    if left:
+        raise CheckpointError(f"{source}: no tensor for {left[:5]} (still on the meta device after loading)")
 
 
 @dataclass
@@ -291,14 +309,14 @@ def load_reference_models(root: Path) -> ReferenceModels:
                                                  root / TEXT_DIR / "config.json")
     dit_cfg, vae_cfg, text_cfg = read_json(dit_cfg_path), read_json(vae_cfg_path), read_json(text_cfg_path)
 
-    torch.manual_seed(0)  # construction draws random init that load_state_dict overwrites; keep it quiet & fixed
-    with torch.no_grad():
+    torch.manual_seed(0)  # keep whatever construction draws (buffers) fixed
+    with torch.no_grad(), empty_modules():
         transformer = build_transformer(dit_cfg)
         condition_encoder = build_condition_encoder(dit_cfg)
         audio_tokenizer, audio_detokenizer = build_audio_tokenizers(dit_cfg)
         vae = build_vae(vae_cfg)
         text_encoder = build_text_encoder(text_cfg)
-
+    with torch.no_grad():
         dit_file = root / DIT_DIR / "model.safetensors"
         grouped: dict[str, dict] = {"transformer": {}, "condition_encoder": {}, "audio_tokenizer": {},
                                     "audio_detokenizer": {}}
@@ -392,7 +410,10 @@ def load_lm(root: Path):
         if "model.embed_tokens.weight" in tensors:
             tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
     torch.manual_seed(0)
-    with torch.no_grad():
+    with torch.no_grad(), empty_modules():
         model = build_lm(cfg)
+    with torch.no_grad():
         strict_load(model, tensors, weights, cfg_path)
+    if cfg.get("tie_word_embeddings", False):
+        model.tie_weights()  # loading gave lm_head its own copy of the embedding; share it again
     return model, cfg

@@ -106,3 +106,26 @@ def test_loader_rejects_missing_file(checkpoint_dir, tmp_path):
     (ckpt / "acestep-v15-turbo" / "silence_latent.pt").unlink()
     with pytest.raises(CheckpointError, match="silence_latent.pt"):
         load_reference_models(ckpt)
+
+
+def test_loader_holds_the_file_tensors_only(checkpoint_dir):
+    """The modules are built empty (parameters on the meta device) and each parameter is the tensor read from
+    the file: nothing is left on the meta device, every weight equals the file's, the non-persistent RoPE
+    buffers are computed, and the LM's tied head shares the embedding again (one copy of the weights)."""
+    import torch
+    from safetensors.numpy import load_file as load_np
+
+    models = load_reference_models(checkpoint_dir)
+    modules = {"transformer": models.transformer, "condition_encoder": models.condition_encoder,
+               "vae": models.vae, "text_encoder": models.text_encoder, "lm": models.lm}
+    for name, module in modules.items():
+        meta = [k for k, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+        assert not meta, f"{name}: {meta[:3]} still on the meta device"
+        assert all(p.dtype == torch.float32 for p in module.parameters()), name
+    vae_file = load_np(str(checkpoint_dir / "vae" / "diffusion_pytorch_model.safetensors"))
+    state = models.vae.state_dict()
+    assert all(np.array_equal(state[k].numpy(), v) for k, v in vae_file.items())
+    rope = [b for n, b in models.text_encoder.named_buffers() if n.endswith("inv_freq")]
+    assert rope and all(torch.isfinite(b).all() and b.abs().sum() > 0 for b in rope)
+    if models.lm_config and models.lm_config.get("tie_word_embeddings"):
+        assert models.lm.lm_head.weight.data_ptr() == models.lm.model.embed_tokens.weight.data_ptr()
