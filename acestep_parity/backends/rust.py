@@ -109,6 +109,7 @@ class DitServer:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rust_env(),
                                      cwd=paths.REPO_ROOT)
         self.lock = threading.Lock()
+        self.last_dit_seconds: float | None = None
         hello = self._readline()
         if not hello.get("ready"):
             raise RustRuntimeError(f"generate serve did not start: {hello}")
@@ -147,6 +148,7 @@ class DitServer:
             reply = self._readline()
             if not reply.get("ok"):
                 raise RustRuntimeError(f"generate serve: {reply.get('error')}")
+            self.last_dit_seconds = reply.get("dit_seconds")  # the DiT call alone, timed by the binary
             return load_npz(out)["vt"]
 
     def close(self) -> None:

@@ -36,12 +36,15 @@ pub struct SessionConfig {
     pub inter_op_threads: usize,
     /// "disable" | "basic" | "extended" | "all"
     pub optimization: String,
+    /// ORT's CPU memory arena; off like py_ort's (each run's planned block is returned after the run instead of
+    /// every session holding its high-water mark for the life of the process: docs/performance.md).
+    pub cpu_mem_arena: bool,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         let threads = std::env::var("ACESTEP_ORT_THREADS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-        Self { intra_op_threads: threads, inter_op_threads: 1, optimization: "all".into() }
+        Self { intra_op_threads: threads, inter_op_threads: 1, optimization: "all".into(), cpu_mem_arena: false }
     }
 }
 
@@ -62,11 +65,13 @@ impl SessionConfig {
 
     pub fn describe(&self) -> String {
         format!(
-            "intra_op_threads={} ({}), inter_op_threads={}, execution_mode=sequential, graph_optimization_level={}",
+            "intra_op_threads={} ({}), inter_op_threads={}, execution_mode=sequential, graph_optimization_level={}, \
+             cpu_mem_arena={}",
             self.intra_op_threads,
             if self.intra_op_threads == 0 { "ORT default" } else { "fixed" },
             self.inter_op_threads,
-            self.optimization
+            self.optimization,
+            self.cpu_mem_arena
         )
     }
 }
@@ -198,6 +203,8 @@ impl Graph {
             .with_inter_threads(config.inter_op_threads)
             .map_err(|e| err(e.to_string()))?
             .with_parallel_execution(false)
+            .map_err(|e| err(e.to_string()))?
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(config.cpu_mem_arena).build()])
             .map_err(|e| err(e.to_string()))?
             .commit_from_file(&path)
             .map_err(|e| err(e.to_string()))?;

@@ -109,7 +109,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Long-lived DiT steps: one JSON object per stdin line {"inputs": IN, "out": OUT}, one reply line each
+    /// Long-lived DiT steps: one JSON object per stdin line {"inputs": IN, "out": OUT}, one reply line each ({"ok": true, "dit_seconds": S})
     Serve {
         #[command(flatten)]
         ort: OrtArgs,
@@ -326,10 +326,18 @@ fn cmd_generate(args: &GenerateArgs) -> Result<()> {
             "{}",
             json!({"load_s": load_s, "generate_s": gen_s, "ort_run_s": ort_total, "stages": timings,
                    "graphs": graphs, "outputs": written, "ort_version": engine.runtime.version,
-                   "ort_dylib": engine.runtime.path})
+                   "ort_dylib": engine.runtime.path, "peak_rss_mb": peak_rss_mb()})
         );
     }
     Ok(())
+}
+
+/// This process's peak resident set (`VmHWM` of /proc/self/status) in MiB; None where the file does not exist.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// max_abs per capture against `<golden>/<checkpoint id>/<case>.npz` when it exists (informational; the
@@ -383,17 +391,20 @@ fn parity_summary(engine: &Engine, case: &acestep_core::case::Case, arrays: &Arr
     }
 }
 
-fn dit_step(engine: &mut Engine, inputs: &Path, out: &Path) -> Result<()> {
+/// One DiT step from an .npz to an .npz; returns the seconds of the DiT call alone (no file I/O).
+fn dit_step(engine: &mut Engine, inputs: &Path, out: &Path) -> Result<f64> {
     let mut npz = NpzFile::open(inputs)?;
     let xt = npz.f32("hidden_states")?;
     let t = npz.f32("timestep")?;
     let enc = npz.f32("encoder_hidden_states")?;
     let ctx = npz.f32("context_latents")?;
+    let start = std::time::Instant::now();
     let vt: ArrayD<f32> = engine.dit(&xt, &t, &enc, &ctx)?;
+    let seconds = start.elapsed().as_secs_f64();
     let mut arrays = Arrays::default();
     arrays.insert("vt", Tensor::F32(vt));
     arrays.write_npz(out)?;
-    Ok(())
+    Ok(seconds)
 }
 
 /// Teacher-forced LM logits (`lm_teacher_logits`): `{"lm_teacher": {"prompt_ids": [...], "tokens": [...]},
@@ -464,7 +475,7 @@ fn cmd_serve(ort: &OrtArgs) -> Result<()> {
                         }
                     }
                     (Some(i), Some(o)) => match dit_step(&mut engine, Path::new(i), Path::new(o)) {
-                        Ok(()) => json!({"ok": true}),
+                        Ok(seconds) => json!({"ok": true, "dit_seconds": seconds}),
                         Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
                     },
                     _ => json!({"ok": false, "error": "each line needs \"inputs\" and \"out\""}),
@@ -513,7 +524,7 @@ fn run(cli: Cli) -> Result<()> {
         None => cmd_generate(&cli.generate),
         Some(Command::DitStep { ort, inputs, out }) => {
             let mut engine = open_engine(ort, Some(&["dit_decoder"]))?;
-            dit_step(&mut engine, inputs, out)
+            dit_step(&mut engine, inputs, out).map(|_| ())
         }
         Some(Command::VaeDecode { ort, inputs, out }) => {
             let mut engine = open_engine(ort, Some(&["vae_decoder"]))?;
