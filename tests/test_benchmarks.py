@@ -116,7 +116,7 @@ def test_benchmark_peak_memory(benchmark, engines, backend_name, request):
 LONG_CASE = paths.CASES_DIR / "bench" / "long_600s.json"
 
 
-def test_benchmark_long_song_peak_memory(benchmark, engines, request):
+def test_benchmark_long_song_peak_memory(benchmark, engines, request, record_property):
     """Issue 12: on the longest song upstream allows (600 s, T = 15000; ``cases/bench/long_600s.json``, not a
     parity case) py_ort's peak RSS is at most the torch reference's, each measured in a fresh process, one at a
     time. Slow (torch decodes 118 tiles: about 15 minutes on 2 cores), hence benchmark-only."""
@@ -135,5 +135,7 @@ def test_benchmark_long_song_peak_memory(benchmark, engines, request):
     for name, peak in peaks.items():
         benchmark.extra_info[f"{name}_peak_rss_mb"] = peak
         request.config.stash.setdefault(_RESULTS_KEY, {})[("peak_rss_600s_mb", name)] = peak
+    record_property("peak_rss_600s_mb", json.dumps(peaks))
+    print(f"\n600 s case, peak RSS: py_ort {peaks['py_ort']:.0f} MB, torch {peaks['torch']:.0f} MB")
     assert peaks["py_ort"] <= peaks["torch"], f"600 s case peak RSS: py_ort {peaks['py_ort']:.0f} MB > torch " \
                                               f"{peaks['torch']:.0f} MB"
