@@ -302,6 +302,18 @@ def test_benchmark_scaling_end_to_end(benchmark, wide, profile_dir, tmp_path, ru
     _ROWS.append(row)
 
 
+def _against_torch(graph: str, lengths, runners):
+    """(seconds, runner, row, ", / torch R" or "") for every measured row of ``graph``, in table order."""
+    rows = {(r["backend"], r["seconds"]): r for r in _ROWS if r["graph"] == graph}
+    for seconds in lengths:
+        reference = rows.get(("torch", seconds))
+        for runner in runners:
+            row = rows.get((runner, seconds))
+            if row is not None:
+                ratio = f", / torch {row['mean_s'] / reference['mean_s']:.2f}" if reference else ""
+                yield seconds, runner, row, ratio
+
+
 def test_benchmark_scaling_summary(benchmark, wide, profile_dir, extras, record_property):
     """Roofline, end-to-end ratios, peak RSS and sizes; the table (printed, JSON) and the time-vs-T plot (HTML)."""
     rates = sgemm_rates()
@@ -315,28 +327,14 @@ def test_benchmark_scaling_summary(benchmark, wide, profile_dir, extras, record_
     best = max(rates.values())
     lines = [f"SGEMM (2048^3 fp32): numpy {rates['numpy']:.0f} GFLOP/s, ONNX Runtime {rates['ort']:.0f} GFLOP/s "
              f"(roofline = the DiT step's FLOPs / {best:.0f} GFLOP/s)"]
-    dit = {(r["backend"], r["seconds"]): r for r in _ROWS if r["graph"] == "dit_step"}
-    for seconds in SECONDS:
-        reference = dit.get(("torch", seconds))
-        for runner in DIT_RUNNERS:
-            row = dit.get((runner, seconds))
-            if row is None:
-                continue
-            roof = row["gflop"] / best
-            ratio = f", / torch {row['mean_s'] / reference['mean_s']:.2f}" if reference else ""
-            lines.append(f"DiT step {seconds:4d} s (T={row['frames']}, {row['gflop']:.1f} GFLOP) {runner:20s} "
-                         f"{row['mean_s']:.3f} s{ratio}; roofline {roof:.3f} s = {roof / row['mean_s']:.0%}")
-    e2e = {(r["backend"], r["seconds"]): r for r in _ROWS if r["graph"] == "end_to_end"}
-    for seconds in E2E_SECONDS:
-        reference = e2e.get(("torch", seconds))
-        for runner in E2E_RUNNERS:
-            row = e2e.get((runner, seconds))
-            if row is None:
-                continue
-            ratio = f", / torch {row['mean_s'] / reference['mean_s']:.2f}" if reference else ""
-            peak = f"{row['peak_rss_mb']:.0f} MB" if row.get("peak_rss_mb") else "n/a"
-            lines.append(f"end to end {seconds:3d} s {runner:20s} generate {row['mean_s']:.2f} s{ratio} "
-                         f"(load {row['load_s']:.1f} s), peak RSS {peak}")
+    for seconds, runner, row, ratio in _against_torch("dit_step", SECONDS, DIT_RUNNERS):
+        roof = row["gflop"] / best
+        lines.append(f"DiT step {seconds:4d} s (T={row['frames']}, {row['gflop']:.1f} GFLOP) {runner:20s} "
+                     f"{row['mean_s']:.3f} s{ratio}; roofline {roof:.3f} s = {roof / row['mean_s']:.0%}")
+    for seconds, runner, row, ratio in _against_torch("end_to_end", E2E_SECONDS, E2E_RUNNERS):
+        peak = f"{row['peak_rss_mb']:.0f} MB" if row.get("peak_rss_mb") else "n/a"
+        lines.append(f"end to end {seconds:3d} s {runner:20s} generate {row['mean_s']:.2f} s{ratio} "
+                     f"(load {row['load_s']:.1f} s), peak RSS {peak}")
     for r in _ROWS:
         if r["graph"] not in ("dit_step", "end_to_end"):
             lines.append(f"{r['graph']:14s} {r['backend']:12s} T={r['frames']:5d}: {r['mean_s']:.2f} s")
