@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml runtimes/py_ort/pyproject.toml | sha256sum | cut -c1-16)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -22,10 +22,10 @@ FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --chec
 
 setup: $(DEPS_STAMP)
 
-$(DEPS_STAMP): pyproject.toml
+$(DEPS_STAMP): pyproject.toml runtimes/py_ort/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q -e ".[reference,test,mp3]"
+	$(PY) -m pip install -q -e runtimes/py_ort -e ".[reference,test,mp3]"
 	@rm -f $(VENV)/.deps-*
 	@touch $@
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acestep_parity.host.lm_vocab import LM_DIR
+from acestep_ort.host.lm_vocab import LM_DIR
 
 DIT_DIR = "acestep-v15-turbo"
 VAE_DIR = "vae"
@@ -82,7 +82,7 @@ def check_layout(root: Path) -> None:
 
 def file_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every required file (a real checkpoint takes a few seconds per GB)."""
-    from acestep_parity.hashing import sha256_file
+    from acestep_ort.hashing import sha256_file
 
     return {rel: sha256_file(Path(root) / rel) for rel in REQUIRED_FILES}
 
@@ -99,7 +99,7 @@ def checkpoint_id(root: Path, hashes: dict[str, str] | None = None) -> str:
 
 def load_silence_latent(path: Path) -> np.ndarray:
     """``silence_latent.pt`` as stored: float32 [1, 64, frames] (read without torch, shared with the runtime)."""
-    from acestep_parity.host.torch_file import load_tensor
+    from acestep_ort.host.torch_file import load_tensor
 
     try:
         array = load_tensor(path)
@@ -363,11 +363,11 @@ def load_reference_models(root: Path) -> ReferenceModels:
 
 def lm_file_hashes(root: Path, genres_path: Path | None = None) -> dict[str, str]:
     """SHA-256 of the LM folder's required files and of the genres list (the planner's inputs)."""
-    from acestep_parity.hashing import sha256_file
+    from acestep_ort.hashing import sha256_file
 
     root = Path(root)
     out = {f"{LM_DIR}/{name}": sha256_file(root / LM_DIR / name) for name in LM_FILES}
-    from acestep_parity.host.lm_vocab import genres_path as default_genres
+    from acestep_ort.host.lm_vocab import genres_path as default_genres
 
     genres = Path(genres_path) if genres_path else default_genres(root)
     out["genres_vocab.txt"] = sha256_file(genres)

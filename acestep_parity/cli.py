@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from acestep_ort.host.progress import stderr_progress
 from acestep_parity import paths
-from acestep_parity.host.progress import stderr_progress
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -24,17 +24,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_freeze(args: argparse.Namespace) -> int:
-    from acestep_parity.cases import discover_cases, valid_cases
+    from acestep_ort.host.case import discover_cases, valid_cases
     from acestep_parity.checkpoint import checkpoint_id, file_hashes
     from acestep_parity.golden import GoldenStore
-    from runtimes.torch_ref import load_engine
+    from acestep_parity.torch_ref import load_engine
 
     ckpt = paths.resolve_checkpoint_dir(args.checkpoint_dir)
     hashes = file_hashes(ckpt)
     cid = checkpoint_id(ckpt, hashes)
     store = GoldenStore(Path(args.golden_dir) / cid, cid, hashes, ckpt if args.checkpoint_dir else None)
+    from acestep_ort.host.planner import golden_planner_record
     from acestep_parity.checkpoint import has_lm, lm_file_hashes
-    from acestep_parity.host.planner import golden_planner_record
 
     tasks = ("text2music", "simple_mode") if has_lm(ckpt) else ("text2music",)
     cases = [c for c in valid_cases(discover_cases(Path(args.cases_dir), args.case)) if c.task in tasks]
@@ -56,9 +56,9 @@ def cmd_freeze(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from acestep_parity.cases import resolve_case
-    from acestep_parity.host.audio import save_audio
-    from runtimes.torch_ref import load_engine
+    from acestep_ort.host.audio import save_audio
+    from acestep_ort.host.case import resolve_case
+    from acestep_parity.torch_ref import load_engine
 
     case = resolve_case(args.case, Path(args.cases_dir))
     ckpt = paths.resolve_checkpoint_dir(args.checkpoint_dir)
@@ -78,11 +78,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate one case on every available backend, write the audio, print a parity summary vs torch."""
+    from acestep_ort.host.audio import save_audio
+    from acestep_ort.host.case import resolve_case
     from acestep_parity import metrics
     from acestep_parity.backends import BACKEND_NAMES, REGISTRY, BackendContext
-    from acestep_parity.cases import resolve_case
     from acestep_parity.checkpoint import checkpoint_id, file_hashes
-    from acestep_parity.host.audio import save_audio
 
     case = resolve_case(args.case, Path(args.cases_dir))
     ckpt = paths.resolve_checkpoint_dir(args.checkpoint_dir)
@@ -122,8 +122,8 @@ def cmd_spread(args: argparse.Namespace) -> int:
     """Run the reference under each ISA / thread setting and print how far it moves from the golden."""
     import json
 
+    from acestep_ort.host.case import discover_cases, valid_cases
     from acestep_parity import spread
-    from acestep_parity.cases import discover_cases, valid_cases
     from acestep_parity.checkpoint import checkpoint_id, file_hashes
     from acestep_parity.golden import GoldenStore
 

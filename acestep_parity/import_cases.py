@@ -16,7 +16,7 @@ Two formats are read (each detected per file from its fields):
 
 Upstream examples carry no seed or shift; ``--seed`` (default 42) and ``--shift`` (default 3.0, upstream's UI/CLI
 default) fill them and are reported. What the schema cannot represent is refused, naming the file and the field.
-Every written file is re-read with :func:`acestep_parity.cases.load_case`, so what comes out is a valid case.
+Every written file is re-read with :func:`acestep_ort.host.case.load_case`, so what comes out is a valid case.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acestep_parity.cases import FORMATS, CaseError, load_case
+from acestep_ort.host.case import FORMATS, CaseError, load_case
 
 UPSTREAM_T2M_FIELDS = {"caption", "prompt", "lyrics", "bpm", "duration", "keyscale", "language", "timesignature",
                        "think"}

@@ -45,8 +45,8 @@ def _prepare_full(work: Path) -> tuple[Path, Path]:
         write_lm(dataclasses.replace(FULL_LM), root / LM_DIR, 20260404)
     if not (onnx_dir / "lm_decode.onnx").is_file():
         from acestep_parity.checkpoint import load_lm, read_json
-        from exporters.export import save_graph, trace_graph
-        from exporters.specs import GRAPH_SPECS
+        from acestep_parity.exporters.export import save_graph, trace_graph
+        from acestep_parity.exporters.specs import GRAPH_SPECS
 
         tiny = paths.ensure_synthetic_checkpoint("tiny")
         lm, cfg = load_lm(root)
@@ -67,8 +67,8 @@ def _prepare_full(work: Path) -> tuple[Path, Path]:
 def _measure(backend: str, root: Path, onnx_dir: Path, steps: int, threads: int) -> dict:
     import numpy as np
 
-    from acestep_parity.host import lm_prompt
-    from acestep_parity.host.lm_vocab import LM_DIR, FastTokenizer
+    from acestep_ort.host import lm_prompt
+    from acestep_ort.host.lm_vocab import LM_DIR, FastTokenizer
 
     tok = FastTokenizer(root / LM_DIR)
     prompt = np.asarray(tok.encode_prompt(lm_prompt.inspiration_prompt("a happy birthday song for my sister", False)),
@@ -78,12 +78,12 @@ def _measure(backend: str, root: Path, onnx_dir: Path, steps: int, threads: int)
         import torch
 
         torch.set_num_threads(threads)
-        from runtimes.torch_ref.lm import TorchLm
+        from acestep_parity.torch_ref.lm import TorchLm
 
         engine = TorchLm(root)
     else:
-        from runtimes.py_ort.lm import OrtLm
-        from runtimes.py_ort.session_manager import SessionConfig
+        from acestep_ort.lm import OrtLm
+        from acestep_ort.session_manager import SessionConfig
 
         engine = OrtLm(onnx_dir, SessionConfig(intra_op_threads=threads))
     load_s = time.perf_counter() - load_start
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset == "tiny":
         from acestep_parity import paths
         from acestep_parity.checkpoint import checkpoint_id, file_hashes
-        from exporters.export import ensure_artifacts
+        from acestep_parity.exporters.export import ensure_artifacts
 
         root = paths.ensure_synthetic_checkpoint("tiny")
         hashes = file_hashes(root)

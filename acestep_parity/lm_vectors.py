@@ -1,5 +1,5 @@
 """Shared test vectors of the planner host logic (``lm_fsm.json``): the Python FSM
-(:mod:`acestep_parity.host.lm_fsm`) and the Rust one (``rust/acestep-core/src/lm_fsm.rs``) on the same inputs.
+(:mod:`acestep_ort.host.lm_fsm`) and the Rust one (``rust/acestep-core/src/lm_fsm.rs``) on the same inputs.
 
 Written by :mod:`acestep_parity.rust_vectors`; read by ``rust/acestep-core/tests/lm_vectors.rs``, which asserts
 equality exactly. Kept small (the tiny synthetic LM's vocabulary has ~1,100 ids):
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from acestep_ort.host import lm_parse, lm_prompt, planner
+from acestep_ort.host.case import discover_cases
+from acestep_ort.host.lm_fsm import FIXED_STRINGS, FsmTables, LmFsm, load_genres
+from acestep_ort.host.lm_vocab import GENRES_FILE, LM_DIR, FastTokenizer
 from acestep_parity import paths
-from acestep_parity.cases import discover_cases
-from acestep_parity.host import lm_parse, lm_prompt, planner
-from acestep_parity.host.lm_fsm import FIXED_STRINGS, FsmTables, LmFsm, load_genres
-from acestep_parity.host.lm_vocab import GENRES_FILE, LM_DIR, FastTokenizer
 
 FILL = np.float32(-1.0e4)
 SMALL_SET = 64
@@ -38,7 +38,7 @@ RANDOM_K = 10
 
 
 class RecordingTokenizer:
-    """:class:`acestep_parity.host.lm_vocab.LmTokenizer` that records every ``encode`` call."""
+    """:class:`acestep_ort.host.lm_vocab.LmTokenizer` that records every ``encode`` call."""
 
     def __init__(self, tok: FastTokenizer):
         self.tok = tok

@@ -9,7 +9,26 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def find_repo_root() -> Path:
+    """The acestep-parity checkout: ``$ACESTEP_PARITY_ROOT``, else the folder above this package when it holds
+    ``cases/tolerances.json`` (an editable install, or a run from the checkout), else the nearest folder at or above
+    the working directory that does (the framework installed from a wheel, used inside a checkout), else the working
+    directory (the plugin then stays inert: see :func:`is_repo_root`)."""
+    if os.environ.get("ACESTEP_PARITY_ROOT"):
+        return Path(os.environ["ACESTEP_PARITY_ROOT"]).expanduser().resolve()
+    for candidate in (Path(__file__).resolve().parent.parent, *[Path.cwd(), *Path.cwd().parents]):
+        if is_repo_root(candidate):
+            return candidate
+    return Path.cwd()
+
+
+def is_repo_root(path: Path) -> bool:
+    """True where ``path`` holds the project's cases and their tolerance file."""
+    return (Path(path) / "cases" / "tolerances.json").is_file()
+
+
+REPO_ROOT = find_repo_root()
 CASES_DIR = REPO_ROOT / "cases"
 GOLDEN_DIR = REPO_ROOT / "golden"
 TOLERANCE_FILE = CASES_DIR / "tolerances.json"

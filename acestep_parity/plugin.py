@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from acestep_ort.host.case import Case, InvalidCase, discover_cases
+from acestep_ort.host.schedule import resolve_schedule
 from acestep_parity import parity, paths
 from acestep_parity.backends import BACKEND_NAMES, PROFILES, REGISTRY, Backend, BackendContext
-from acestep_parity.cases import Case, InvalidCase, discover_cases
 from acestep_parity.golden import GoldenError, GoldenMissing, GoldenStore, freeze_command
-from acestep_parity.host.schedule import resolve_schedule
 from acestep_parity.tolerances import Tolerances
 
 GOLDEN = "golden"
@@ -96,7 +96,17 @@ class ParitySession:
         return self.backends[key]
 
 
+def plugin_active(config: pytest.Config) -> bool:
+    """The plugin acts only on this repository's runs (pytest's rootdir holds ``cases/tolerances.json``) or where
+    ``--cases-dir`` is given: installed into an environment, it leaves every other project's pytest run untouched
+    (its options exist, nothing is collected, parametrized or reported)."""
+    explicit_cases = config.getoption("--cases-dir") != str(paths.CASES_DIR)
+    return explicit_cases or paths.is_repo_root(config.rootpath)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if not plugin_active(config):
+        return
     config.addinivalue_line("markers", "parity: a parity test that compares a backend against a reference")
     config.addinivalue_line("markers", "slow: slow test, not part of the default run (select with -m slow)")
     cases = discover_cases(Path(config.getoption("--cases-dir")), config.getoption("case_globs"))
@@ -107,6 +117,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _session(config: pytest.Config) -> ParitySession:
+    if _SESSION_KEY not in config.stash:
+        raise pytest.UsageError(f"acestep-parity: {config.rootpath} is not an acestep-parity checkout (no "
+                                "cases/tolerances.json); run pytest in the repository or pass --cases-dir")
     return config.stash[_SESSION_KEY]
 
 
@@ -139,7 +152,7 @@ def _case_steps(case: Case) -> int:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize by backend x profile x case [x step] [x tensor] [x mode], ids readable under ``-k``."""
     names = metafunc.fixturenames
-    if "case" not in names:
+    if "case" not in names or _SESSION_KEY not in metafunc.config.stash:
         return
     config = metafunc.config
     session = _session(config)
@@ -225,8 +238,8 @@ def planner_record(parity_session: ParitySession, case: Case) -> dict | None:
     """The golden-manifest record of a simple-mode case's planner inputs (None for text2music)."""
     if case.task != "simple_mode":
         return None
+    from acestep_ort.host.planner import golden_planner_record
     from acestep_parity.checkpoint import lm_file_hashes
-    from acestep_parity.host.planner import golden_planner_record
 
     return golden_planner_record(lm_file_hashes(parity_session.checkpoint[0]), case)
 
@@ -277,7 +290,7 @@ def reference(parity_session: ParitySession, pair: Pair, profile: str, runnable_
 def golden_store(parity_session: ParitySession, pytestconfig: pytest.Config) -> GoldenStore:
     store = parity_session.golden
     if pytestconfig.getoption("--update-golden"):
-        from runtimes.torch_ref import load_engine
+        from acestep_parity.torch_ref import load_engine
 
         with paths.file_lock(store.root.parent / f".{store.checkpoint_id}.freeze.lock"):
             engine = load_engine(parity_session.checkpoint[0])

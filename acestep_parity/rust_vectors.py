@@ -1,6 +1,6 @@
 """Shared test vectors that hold the Rust host logic (``rust/acestep-core``) to the Python one.
 
-Host logic exists twice (``acestep_parity/host`` and ``acestep-core``); these JSON files, written from the
+Host logic exists twice (``runtimes/py_ort/acestep_ort/host`` and ``acestep-core``); these JSON files, written from the
 Python implementation (and, for the noise, from torch itself), are read by ``cargo test``. They are committed
 under ``rust/acestep-core/tests/vectors/``; ``tests/test_rust_runtime.py`` regenerates them and fails when
 the committed ones are stale. Regenerate with::
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from acestep_ort.host import audio, latents, prompts, schedule, tiling
+from acestep_ort.host.case import CaseError, discover_cases, load_case, valid_cases
 from acestep_parity import paths
-from acestep_parity.cases import CaseError, discover_cases, load_case, valid_cases
-from acestep_parity.host import audio, latents, prompts, schedule, tiling
 
 VECTORS_DIR = paths.REPO_ROOT / "rust" / "acestep-core" / "tests" / "vectors"
 

@@ -147,8 +147,8 @@ def _worker(argv: list[str]) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("case_ids", nargs="+")
     args = parser.parse_args(argv)
-    from acestep_parity.cases import discover_cases, valid_cases
-    from runtimes.torch_ref import load_engine
+    from acestep_ort.host.case import discover_cases, valid_cases
+    from acestep_parity.torch_ref import load_engine
 
     cases = {c.id: c for c in valid_cases(discover_cases(Path(args.cases_dir), args.case_ids))}
     engine = load_engine(Path(args.checkpoint_dir))

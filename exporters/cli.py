@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from exporters.specs import EXPORTER, GRAPH_SPECS, parse_graph_list
+from acestep_parity.exporters.specs import EXPORTER, GRAPH_SPECS, parse_graph_list
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.print_contract:
-        from exporters.contract import render_tables
+        from acestep_parity.exporters.contract import render_tables
 
         print(render_tables())
         return 0
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print("acestep-export: --out is required", file=sys.stderr)
         return 2
     if args.profile:
-        from exporters.profiles.cli import derive_main
+        from acestep_parity.exporters.profiles.cli import derive_main
 
         return derive_main(args)
     try:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"acestep-export: {exc}", file=sys.stderr)
         return 2
     from acestep_parity import paths
-    from exporters.export import export_all
+    from acestep_parity.exporters.export import export_all
 
     settings = EXPORTER
     if args.external_data_threshold is not None:

@@ -85,7 +85,7 @@ class ConditionEncoderGraph(torch.nn.Module):
 
 
 def build(models: ReferenceModels) -> torch.nn.Module:
-    from exporters.dit_decoder import require_native_attention
+    from acestep_parity.exporters.dit_decoder import require_native_attention
 
     encoder = models.condition_encoder
     require_native_attention(encoder.lyric_encoder.layers)
@@ -95,7 +95,7 @@ def build(models: ReferenceModels) -> torch.nn.Module:
 
 @torch.inference_mode()
 def reference(models: ReferenceModels, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The diffusers module itself, called as ``runtimes.torch_ref.TorchEngine.encode_condition``."""
+    """The diffusers module itself, called as ``acestep_parity.torch_ref.TorchEngine.encode_condition``."""
     batch = inputs["text_hidden_states"].shape[0]
     enc, mask = models.condition_encoder(
         text_hidden_states=torch.from_numpy(inputs["text_hidden_states"]),

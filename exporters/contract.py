@@ -1,4 +1,4 @@
-"""The I/O-contract tables of ``docs/io_contract.md``: rendered from :mod:`exporters.specs`, parsed back by the
+"""The I/O-contract tables of ``docs/io_contract.md``: rendered from :mod:`acestep_parity.exporters.specs`, parsed back by the
 tests, so the document, the spec, the manifest and the graphs cannot drift apart unnoticed.
 
 The tables sit between ``<!-- contract:begin -->`` and ``<!-- contract:end -->``; everything outside the markers
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from exporters.specs import AXES, CONFIG_DIMS, GRAPHS
+from acestep_parity.exporters.specs import AXES, CONFIG_DIMS, GRAPHS
 
 BEGIN = "<!-- contract:begin -->"
 END = "<!-- contract:end -->"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.specs import ORT, GraphSpec, OrtSettings
+from acestep_parity.exporters.specs import ORT, GraphSpec, OrtSettings
 
 REL_FLOOR = 1e-5  # fp32 noise grows with the activation scale; below REL_FLOOR * max|ref| is not a divergence
 
@@ -71,8 +71,8 @@ def probe_intermediates(spec: GraphSpec, models, onnx_path: Path, inputs: Mappin
     import onnx_ir as ir
     import torch
 
-    from exporters.export import trace_graph
-    from exporters.validate import open_session
+    from acestep_parity.exporters.export import trace_graph
+    from acestep_parity.exporters.validate import open_session
 
     traced = trace_graph(spec, models)
     module = traced.program.exported_program.module()
@@ -133,7 +133,7 @@ def first_divergence(spec: GraphSpec, models, onnx_path: Path, inputs: Mapping[s
                      threshold: float, top: int = 8, settings: OrtSettings = ORT) -> str:
     """A report naming the first diverging intermediate (and the top offenders); never raises."""
     try:
-        from exporters.export import graph_module
+        from acestep_parity.exporters.export import graph_module
 
         probes, traced_outputs = probe_intermediates(spec, models, Path(onnx_path), inputs, settings)
         reference = graph_module(spec).reference(models, dict(inputs))

@@ -120,7 +120,7 @@ def require_native_attention(layers: torch.nn.ModuleList) -> None:
 
 @torch.inference_mode()
 def reference(models: ReferenceModels, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The diffusers module, called as ``runtimes.torch_ref.TorchEngine.dit`` (which passes r = t)."""
+    """The diffusers module, called as ``acestep_parity.torch_ref.TorchEngine.dit`` (which passes r = t)."""
     out = models.transformer(
         hidden_states=torch.from_numpy(inputs["hidden_states"]), timestep=torch.from_numpy(inputs["timestep"]),
         timestep_r=torch.from_numpy(inputs["timestep_r"]),

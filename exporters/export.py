@@ -3,7 +3,7 @@
 :func:`export_all` is the one export code path: the ``acestep-export`` CLI, the pytest ``onnx_artifacts``
 fixture (through :func:`ensure_artifacts`) and the ONNX Runtime backend all call it, so the graphs under test
 are the graphs users get. Each graph is traced by ``torch.onnx.export(dynamo=True)`` from the wrapper module
-of its ``exporters.<graph>`` module, with ``dynamic_shapes`` built from its :class:`~exporters.specs.GraphSpec`;
+of its ``exporters.<graph>`` module, with ``dynamic_shapes`` built from its :class:`~acestep_parity.exporters.specs.GraphSpec`;
 the exported I/O is then checked against the spec (a disagreement fails the export, not a later test).
 """
 
@@ -23,10 +23,10 @@ from types import ModuleType
 
 import numpy as np
 
+from acestep_ort.hashing import sha256_file
 from acestep_parity import paths
-from acestep_parity.hashing import sha256_file
-from exporters.inputs import make_inputs
-from exporters.specs import (
+from acestep_parity.exporters.inputs import make_inputs
+from acestep_parity.exporters.specs import (
     AXES,
     EXPORTER,
     GRAPH_SPECS,
@@ -53,8 +53,8 @@ class ExportError(RuntimeError):
 
 
 def graph_module(spec: GraphSpec) -> ModuleType:
-    """``exporters.<spec.module>``: provides ``build(models)`` and ``reference(models, inputs)``."""
-    return importlib.import_module(f"exporters.{spec.module}")
+    """``acestep_parity.exporters.<spec.module>``: provides ``build(models)`` and ``reference(models, inputs)``."""
+    return importlib.import_module(f"acestep_parity.exporters.{spec.module}")
 
 
 def source_fingerprint() -> str:
@@ -93,7 +93,7 @@ def with_lm_hashes(checkpoint_dir: Path, checkpoint_hashes: dict[str, str]) -> d
 
 def available_graphs(checkpoint_hashes: dict[str, str]) -> list[str]:
     """Every graph, minus the LM graphs when the (extended) hashes show no planner folder."""
-    from acestep_parity.host.lm_vocab import LM_DIR
+    from acestep_ort.host.lm_vocab import LM_DIR
 
     lm = any(k.startswith(f"{LM_DIR}/") for k in checkpoint_hashes)
     return [n for n in GRAPH_SPECS if lm or n not in LM_GRAPHS]
@@ -324,6 +324,7 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
     existing manifest in ``out_dir`` when it was written for the same checkpoint, settings, sources and library
     versions (so ``--graphs`` can refresh a subset).
     """
+    from acestep_ort.host.assets import asset_records, copy_runtime_assets
     from acestep_parity.checkpoint import (
         DIT_DIR,
         LM_DIR,
@@ -334,7 +335,6 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
         has_lm,
         read_json,
     )
-    from acestep_parity.runtime_assets import asset_records, copy_runtime_assets
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     base_hashes = checkpoint_hashes if checkpoint_hashes is not None else file_hashes(checkpoint_dir)
@@ -407,7 +407,7 @@ def _cli_expressible(settings: ExporterSettings) -> bool:
 
 def _export_in_subprocesses(checkpoint_dir: Path, out_dir: Path, groups: list[list[str]],
                             settings: ExporterSettings) -> dict[str, dict]:
-    """Run one ``python -m exporters.cli`` per group concurrently, then move the files into ``out_dir``.
+    """Run one ``python -m acestep_parity.exporters.cli`` per group concurrently, then move the files into ``out_dir``.
 
     Child *processes* rather than ``multiprocessing``: a spawned worker re-imports the caller's ``__main__``,
     which deadlocks (or recurses) when a script without a main guard calls :func:`ensure_artifacts`.
@@ -419,7 +419,7 @@ def _export_in_subprocesses(checkpoint_dir: Path, out_dir: Path, groups: list[li
     try:
         procs = []
         for i, group in enumerate(groups):
-            cmd = [sys.executable, "-m", "exporters.cli", "--checkpoint-dir", str(checkpoint_dir), "--out",
+            cmd = [sys.executable, "-m", "acestep_parity.exporters.cli", "--checkpoint-dir", str(checkpoint_dir), "--out",
                    str(work / str(i)), "--graphs", ",".join(group),
                    "--external-data-threshold", str(settings.external_data_threshold_bytes)]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

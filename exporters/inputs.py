@@ -1,4 +1,4 @@
-"""Deterministic input generators for a :class:`~exporters.specs.GraphSpec` (export dummies and test grids).
+"""Deterministic input generators for a :class:`~acestep_parity.exporters.specs.GraphSpec` (export dummies and test grids).
 
 Values follow each tensor's ``kind`` so that the graphs are exercised the way the host drives them: token ids in
 the vocabulary, right-padded 0/1 masks, timesteps in [0, 1], the checkpoint's own silence latent for the timbre
@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from acestep_parity.host import latents as host_latents
-from exporters.specs import GraphSpec
+from acestep_ort.host import latents as host_latents
+from acestep_parity.exporters.specs import GraphSpec
 
 
 def make_inputs(

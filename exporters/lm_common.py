@@ -86,7 +86,7 @@ def cache_tensors(cache) -> tuple[torch.Tensor, torch.Tensor]:
 def reference(models, input_ids: np.ndarray, past_keys: np.ndarray | None = None,
               past_values: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """transformers' own forward (sdpa) with a ``DynamicCache`` holding the given past: what the reference LM
-    (``runtimes.torch_ref.lm.TorchLm``) runs."""
+    (``acestep_parity.torch_ref.lm.TorchLm``) runs."""
     from transformers import DynamicCache
 
     ids = torch.from_numpy(input_ids)

@@ -1,6 +1,6 @@
 """``lm_decode.onnx``: the 5 Hz LM on new token(s) with the KV cache in and out (one token per host step).
 
-See :mod:`exporters.lm_common`: ``past_keys``/``past_values`` are the stacked cache of every layer, the outputs
+See :mod:`acestep_parity.exporters.lm_common`: ``past_keys``/``past_values`` are the stacked cache of every layer, the outputs
 are the same with the new positions appended (P + T), so the host feeds ``present_*`` back as ``past_*``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from exporters import lm_common
+from acestep_parity.exporters import lm_common
 
 
 class LmDecodeGraph(lm_common.LmGraph):

@@ -1,6 +1,6 @@
 """``lm_prefill.onnx``: the 5 Hz LM on the prompt (no cache in), last-position logits and the KV cache out.
 
-See :mod:`exporters.lm_common`. Prefill and decode are two graphs rather than one merged graph because a merged
+See :mod:`acestep_parity.exporters.lm_common`. Prefill and decode are two graphs rather than one merged graph because a merged
 graph needs an empty past (P = 0) on its first call, and ``torch.export`` cannot declare a dynamic axis that
 takes the value 0 (sizes 0 and 1 are specialised); feeding a dummy one-token past instead would change the
 attention of the first step.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from exporters import lm_common
+from acestep_parity.exporters import lm_common
 
 
 class LmPrefillGraph(lm_common.LmGraph):

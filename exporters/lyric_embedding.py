@@ -30,6 +30,6 @@ def build(models: ReferenceModels) -> torch.nn.Module:
 
 @torch.inference_mode()
 def reference(models: ReferenceModels, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """As ``runtimes.torch_ref.TorchEngine.embed_lyrics``."""
+    """As ``acestep_parity.torch_ref.TorchEngine.embed_lyrics``."""
     emb = models.text_encoder.embed_tokens(torch.from_numpy(inputs["input_ids"]))
     return {"lyric_hidden_states": emb.float().numpy()}

@@ -3,7 +3,7 @@
 One :class:`GraphSpec` per graph (Optimum style) drives everything that must agree with the graph: the export
 (input/output names, ``dynamic_shapes``, dummy shapes), the manifest, ``docs/io_contract.md`` and the tests
 (input generation, the shape grid, the contract checks). Nothing here imports torch: the ONNX Runtime backend
-(``runtimes.py_ort``) reads the contract without the reference extras installed.
+(``acestep_ort``) reads the contract without the reference extras installed.
 
 Shapes are tuples of axis entries:
 
@@ -200,7 +200,7 @@ class GraphSpec:
     """One ONNX graph: its file, module, I/O contract, export (dummy) sizes and the workarounds it needs."""
 
     name: str
-    module: str  # exporters.<module> provides build(models) -> nn.Module
+    module: str  # acestep_parity.exporters.<module> provides build(models) -> nn.Module
     description: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]

@@ -1,6 +1,6 @@
 """``text_encoder.onnx``: the caption branch, Qwen3Model's last hidden state with NO attention mask.
 
-Upstream (and ``runtimes.torch_ref``) call ``text_encoder(input_ids=ids)`` without a mask: Qwen3 attention is
+Upstream (and ``acestep_parity.torch_ref``) call ``text_encoder(input_ids=ids)`` without a mask: Qwen3 attention is
 causal, so right padding can never reach a valid token, and the padded rows are ignored downstream through
 ``text_attention_mask``. The graph keeps exactly that call (sdpa attention, causal mask built from the dynamic
 sequence length inside the graph).
@@ -34,6 +34,6 @@ def build(models: ReferenceModels) -> torch.nn.Module:
 
 @torch.inference_mode()
 def reference(models: ReferenceModels, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The PyTorch reference call, exactly as ``runtimes.torch_ref.TorchEngine.encode_text``."""
+    """The PyTorch reference call, exactly as ``acestep_parity.torch_ref.TorchEngine.encode_text``."""
     out = models.text_encoder(input_ids=torch.from_numpy(inputs["input_ids"]))
     return {"text_hidden_states": out.last_hidden_state.float().numpy()}

@@ -46,5 +46,5 @@ def build(models: ReferenceModels) -> torch.nn.Module:
 
 @torch.inference_mode()
 def reference(models: ReferenceModels, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """As ``runtimes.torch_ref.TorchEngine.decode_latents`` (hooks active)."""
+    """As ``acestep_parity.torch_ref.TorchEngine.decode_latents`` (hooks active)."""
     return {"audio": models.vae.decode(torch.from_numpy(inputs["latents"])).sample.float().numpy()}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.specs import ORT, GraphSpec, OrtSettings
+from acestep_parity.exporters.specs import ORT, GraphSpec, OrtSettings
 
 
 def session_options(settings: OrtSettings = ORT):

@@ -1,5 +1,5 @@
 """Session fixtures of the ONNX export tests: the exported fp32 artifacts (exported once per checkpoint and
-shared by pytest-xdist workers through ``exporters.export.ensure_artifacts``), their manifest, the reference
+shared by pytest-xdist workers through ``acestep_parity.exporters.export.ensure_artifacts``), their manifest, the reference
 modules and pinned ONNX Runtime sessions."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def onnx_artifacts(parity_session) -> Path:
     """``cache_dir()/artifacts/<checkpoint-id>/fp32``: every graph plus ``manifest.json``, exported on first use
     (under a file lock) and reused while the manifest matches the checkpoint hashes and exporter settings."""
     pytest.importorskip("torch", reason="exporting needs the reference extras: pip install -e '.[reference]'")
-    from exporters.export import ensure_artifacts
+    from acestep_parity.exporters.export import ensure_artifacts
 
     directory, hashes, checkpoint_id = parity_session.checkpoint
     return ensure_artifacts(directory, checkpoint_id, hashes)
@@ -38,7 +38,7 @@ def reference_models(checkpoint_dir: Path):
 @pytest.fixture(scope="session")
 def onnx_session(onnx_artifacts: Path):
     """``onnx_session(graph)``: a cached ORT session of an artifact with the pinned options."""
-    from exporters.validate import open_session
+    from acestep_parity.exporters.validate import open_session
 
     cache: dict[str, object] = {}
 

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from acestep_ort.host.case import load_case
 from acestep_parity import paths
-from acestep_parity.cases import load_case
 from acestep_parity.plugin import BENCHMARK_RESULTS as _RESULTS_KEY
 
 CASE = "text2music_01"
@@ -24,14 +24,14 @@ from acestep_parity.plugin import BENCHMARK_STAGES as STAGES  # noqa: E402
 PEAK_RSS = """
 import json, resource, sys
 from pathlib import Path
-from acestep_parity.cases import load_case
+from acestep_ort.host.case import load_case
 from acestep_parity.plugin import BENCHMARK_RESULTS as _RESULTS_KEY
 backend, target = sys.argv[1], sys.argv[2]
 request = load_case(Path(sys.argv[3])).request()
 if backend == "torch":
-    from runtimes.torch_ref import load_engine
+    from acestep_parity.torch_ref import load_engine
 else:
-    from runtimes.py_ort import load_engine
+    from acestep_ort import load_engine
 load_engine(Path(target)).generate(request)
 # VmHWM: this process image's peak RSS. ru_maxrss would include the forking parent's RSS (it survives exec).
 status = Path("/proc/self/status")
@@ -68,7 +68,7 @@ def _stage_call(backend, stage: str, caps):
     if stage == "text_encoder":
         return lambda: engine.encode_text(caps["text_token_ids"])
     if stage == "condition_encoder":
-        from acestep_parity.host.latents import timbre_reference
+        from acestep_ort.host.latents import timbre_reference
 
         timbre, order = timbre_reference(engine.silence_latent, caps["text_token_ids"].shape[0])
         return lambda: engine.encode_condition(caps["text_hidden_states"], caps["text_attention_mask"],

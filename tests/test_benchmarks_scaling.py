@@ -36,7 +36,7 @@ def wide():
     pytest.importorskip("torch", reason="the reference needs the reference extras")
     from acestep_parity import paths
     from acestep_parity.checkpoint import checkpoint_id, file_hashes, read_json
-    from exporters.export import ensure_artifacts
+    from acestep_parity.exporters.export import ensure_artifacts
 
     preset = os.environ.get("ACESTEP_BENCH_PRESET", "wide")
     ckpt = paths.ensure_synthetic_checkpoint(preset)
@@ -56,7 +56,7 @@ E2E_SECONDS = (10, 30)  # torch decodes 120 s in 24 VAE tiles (minutes each at r
 @pytest.fixture(scope="module")
 def profile_dir(wide):
     """``profile_dir(name)``: the wide export's folder for a profile (fp32, or derived once and cached)."""
-    from exporters.profiles.derive import ensure_profile
+    from acestep_parity.exporters.profiles.derive import ensure_profile
 
     cache = {"fp32": wide[1]}
 
@@ -96,13 +96,13 @@ def engines(wide, profile_dir):
         if runner not in cache:
             backend, _, profile = runner.partition("-")
             if backend == "torch":
-                from runtimes.torch_ref import load_engine as load_torch
+                from acestep_parity.torch_ref import load_engine as load_torch
 
                 cache[runner] = load_torch(wide[0])
             elif backend == "rust":
                 cache[runner] = _RustDit(profile_dir(profile or "fp32"))
             else:
-                from runtimes.py_ort import load_engine as load_ort
+                from acestep_ort import load_engine as load_ort
 
                 cache[runner] = load_ort(profile_dir(profile or "fp32"))
         return cache[runner]
@@ -201,7 +201,7 @@ def test_benchmark_scaling_dit_step(benchmark, engines, wide, runner, seconds):
 def test_benchmark_scaling_vae(benchmark, engines, seconds):
     """py_ort's VAE at T frames: upstream's tiling against the budget chunk, same run (torch's one 256-frame tile is
     timed by test_benchmark_scaling_vae_tile)."""
-    from acestep_parity.host import tiling
+    from acestep_ort.host import tiling
 
     engine = engines("py_ort")
     frames = seconds * FRAMES_PER_SECOND
@@ -234,12 +234,12 @@ def test_benchmark_scaling_vae_tile(benchmark, engines, runner):
 _E2E_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from acestep_parity.cases import load_case
+from acestep_ort.host.case import load_case
 backend, target, case = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 if backend == "torch":
-    from runtimes.torch_ref import load_engine
+    from acestep_parity.torch_ref import load_engine
 else:
-    from runtimes.py_ort import load_engine
+    from acestep_ort import load_engine
 start = time.perf_counter()
 engine = load_engine(target)
 loaded = time.perf_counter()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from acestep_ort.host.case import CaseError, InvalidCase, discover_cases, load_case
 from acestep_parity import paths
-from acestep_parity.cases import CaseError, InvalidCase, discover_cases, load_case
 from acestep_parity.import_cases import ImportRefused, import_file, import_tree
 
 REPO = paths.REPO_ROOT

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from acestep_ort.host.case import Case
 from acestep_parity import spread
-from acestep_parity.cases import Case
 
 GATE_PAIR = "torch~golden"
 TENSORS = ("text_hidden_states", "encoder_hidden_states", "vt", "xt", "pred_latents", "audio")

@@ -2,10 +2,10 @@
 reproducibility, external data, weight-norm folding, the packing rewrite and a mis-declared axis.
 
 Every graph is exported once per checkpoint by the ``onnx_artifacts`` fixture (tests/conftest.py) and then run
-by ONNX Runtime with the pinned session options of ``exporters.specs.ORT`` on a grid of shapes that differs
+by ONNX Runtime with the pinned session options of ``acestep_parity.exporters.specs.ORT`` on a grid of shapes that differs
 from the export (dummy) shapes. Names, dtypes and shapes are asserted before any value; values are gated by
 ``cases/tolerances.json`` (pair ``onnx~torch``, profile ``fp32``); a failing gate appends the first-divergence
-diagnostic (``exporters.diagnose``) to the report. Test ids read like ``dit_decoder-B2-T155-Tenc40``.
+diagnostic (``acestep_parity.exporters.diagnose``) to the report. Test ids read like ``dit_decoder-B2-T155-Tenc40``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from acestep_ort.host.schedule import SHIFT_TIMESTEPS
 from acestep_parity import parity
-from acestep_parity.host.schedule import SHIFT_TIMESTEPS
-from exporters.contract import format_shape, parse_io_table
-from exporters.inputs import make_inputs
-from exporters.specs import (
+from acestep_parity.exporters.contract import format_shape, parse_io_table
+from acestep_parity.exporters.inputs import make_inputs
+from acestep_parity.exporters.specs import (
     EXPORTER,
     GRAPH_SPECS,
     OPSET,
@@ -162,7 +162,7 @@ def _load_proto(path: Path):
 @pytest.mark.parametrize("graph", list(GRAPH_SPECS))
 def test_graph_contract(graph: str, onnx_artifacts: Path, onnx_manifest: dict, dims, record_property):
     """checker passes; the graph's I/O, the manifest record and the spec agree; the file is the recorded one."""
-    from exporters.export import compare_io, graph_io_from_proto, sha256_file
+    from acestep_parity.exporters.export import compare_io, graph_io_from_proto, sha256_file
 
     spec = GRAPH_SPECS[graph]
     path = onnx_artifacts / spec.filename
@@ -212,7 +212,7 @@ def test_io_contract_doc_matches_spec_and_manifest(onnx_manifest: dict, dims):
 
 def test_io_contract_doc_tables_are_current():
     """The whole marked block (I/O, axis and config-dim tables) is exactly what the spec renders."""
-    from exporters.contract import BEGIN, END, render_tables
+    from acestep_parity.exporters.contract import BEGIN, END, render_tables
 
     text = (DOCS / "io_contract.md").read_text(encoding="utf-8")
     block = text[text.index(BEGIN): text.index(END) + len(END)]
@@ -225,8 +225,8 @@ def test_tokenizer_conventions_of_the_contract(checkpoint_dir: Path):
     pad id = <|endoftext|>."""
     from transformers import AutoTokenizer
 
+    from acestep_ort.host import prompts
     from acestep_parity.checkpoint import TEXT_DIR
-    from acestep_parity.host import prompts
 
     folder = checkpoint_dir / TEXT_DIR
     spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
@@ -262,8 +262,8 @@ def _gates(tolerances, tensor: str):
 def test_graph_parity(grid_case: GridCase, onnx_artifacts: Path, onnx_session, reference_models, dims, tolerances,
                       record_property, request):
     """One graph at one grid shape vs its PyTorch module: contract of the run first, then gated values."""
-    from exporters.export import graph_module
-    from exporters.validate import check_outputs, run_graph
+    from acestep_parity.exporters.export import graph_module
+    from acestep_parity.exporters.validate import check_outputs, run_graph
 
     spec = grid_case.spec
     inputs = grid_case.inputs(dims, reference_models.silence_latent)
@@ -287,7 +287,7 @@ def test_graph_parity(grid_case: GridCase, onnx_artifacts: Path, onnx_session, r
             failures.append(parity.failure_message(rows, gates))
             thresholds.append(gates["max_abs"].value if "max_abs" in gates else 1e-4)
     if failures:
-        from exporters.diagnose import first_divergence
+        from acestep_parity.exporters.diagnose import first_divergence
 
         report = first_divergence(spec, reference_models, onnx_artifacts / spec.filename, inputs,
                                   threshold=min(thresholds))
@@ -340,7 +340,7 @@ def test_export_reproducible(checkpoint_dir: Path, onnx_manifest: dict, tmp_path
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "exporters.cli", "--checkpoint-dir", str(checkpoint_dir),
+    proc = subprocess.run([sys.executable, "-m", "acestep_parity.exporters.cli", "--checkpoint-dir", str(checkpoint_dir),
                            "--out", str(tmp_path), "--jobs", "2"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"acestep-export failed:\n{proc.stderr[-4000:]}"
     again = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
@@ -353,8 +353,8 @@ def test_export_reproducible(checkpoint_dir: Path, onnx_manifest: dict, tmp_path
 def test_external_data_path(reference_models, onnx_artifacts: Path, onnx_session, dims, tmp_path: Path):
     """A forced size threshold writes <graph>.onnx + <graph>.onnx.data on the tiny model; the checker, ORT and
     the outputs (bit-exact vs the inline artifact) all accept it."""
-    from exporters.export import export_graph, sha256_file
-    from exporters.validate import open_session, run_graph
+    from acestep_parity.exporters.export import export_graph, sha256_file
+    from acestep_parity.exporters.validate import open_session, run_graph
 
     settings = dataclasses.replace(EXPORTER, external_data_threshold_bytes=0)
     for graph in ("lyric_embedding", "text_encoder"):
@@ -384,8 +384,8 @@ def test_external_data_path(reference_models, onnx_artifacts: Path, onnx_session
 def test_misdeclared_batch_axis_is_caught(reference_models, dims, tmp_path: Path, record_property):
     """An export whose batch axis is left out of dynamic_shapes (specialised to the dummy B=2) is reported by
     the contract check and by the shape grid (ORT refuses B=1) -- the grid exists to catch exactly this."""
-    from exporters.export import compare_io, graph_io_from_proto, save_graph, trace_graph
-    from exporters.validate import grid_check, open_session
+    from acestep_parity.exporters.export import compare_io, graph_io_from_proto, save_graph, trace_graph
+    from acestep_parity.exporters.validate import grid_check, open_session
 
     spec = GRAPH_SPECS["lyric_embedding"]
     broken = trace_graph(spec, reference_models, static_axes=("B",))
@@ -417,7 +417,7 @@ def test_condition_packing_equals_diffusers(masks: str):
     bincount unpacking, on unpadded and padded batches (and masks with holes), bit for bit."""
     from diffusers.pipelines.ace_step.modeling_ace_step import AceStepTimbreEncoder, _pack_sequences
 
-    from exporters.condition_encoder import pack_valid_first, unpack_one_per_item
+    from acestep_parity.exporters.condition_encoder import pack_valid_first, unpack_one_per_item
 
     lyric_mask, text_mask = (torch.tensor(m, dtype=torch.long) for m in PACK_MASKS[masks])
     batch, hidden = lyric_mask.shape[0], 5
@@ -437,7 +437,7 @@ def test_condition_packing_equals_diffusers(masks: str):
 
 def test_condition_wrapper_equals_module_in_torch(reference_models, dims):
     """The export wrapper, run in PyTorch, reproduces the diffusers module exactly on a padded batch."""
-    from exporters import condition_encoder
+    from acestep_parity.exporters import condition_encoder
 
     case = next(c for c in GRID if c.graph == "condition_encoder" and c.lengths)
     inputs = case.inputs(dims, reference_models.silence_latent)
@@ -452,7 +452,7 @@ def test_condition_wrapper_equals_module_in_torch(reference_models, dims):
 def test_dit_wrapper_equals_module_in_torch(reference_models, dims):
     """The DiT wrapper (odd-T pre-padding, torch-computed timestep frequency table), run in PyTorch, reproduces
     the diffusers module bit for bit at odd and even T, and leaves the reference module untouched."""
-    from exporters import dit_decoder
+    from acestep_parity.exporters import dit_decoder
 
     wrapper = dit_decoder.build(reference_models)
     assert type(reference_models.transformer.time_embed.time_sinusoid).__name__ == "Timesteps"
@@ -467,7 +467,7 @@ def test_dit_wrapper_equals_module_in_torch(reference_models, dims):
 def test_vae_weight_norm_folded_exactly(reference_models):
     """Folding writes exactly the hook's weight (per output channel for Conv1d, per INPUT channel for
     ConvTranspose1d) into every weight-normed layer, and leaves the reference module's hooks in place."""
-    from exporters.vae_decoder import fold_weight_norm
+    from acestep_parity.exporters.vae_decoder import fold_weight_norm
 
     vae = reference_models.vae
     hooked = {name: m for name, m in vae.named_modules() if hasattr(m, "weight_g")}
@@ -495,7 +495,7 @@ def test_first_divergence_names_the_perturbed_layer(reference_models, onnx_artif
     text encoder after export, and the report's FIRST line must point into ``layers.1.mlp``."""
     import copy
 
-    from exporters.diagnose import first_divergence
+    from acestep_parity.exporters.diagnose import first_divergence
 
     text_encoder = copy.deepcopy(reference_models.text_encoder)
     with torch.no_grad():
@@ -521,8 +521,8 @@ def test_full_preset_export_with_external_data(tmp_path_factory, record_property
     import shutil
     import time
 
+    from acestep_parity.exporters.export import export_all
     from acestep_parity.paths import ensure_synthetic_checkpoint
-    from exporters.export import export_all
 
     checkpoint = ensure_synthetic_checkpoint("full")
     out = tmp_path_factory.mktemp("full-export")

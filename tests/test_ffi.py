@@ -37,7 +37,7 @@ CAPTURES = (
     "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
     "noise", "xt", "vt", "pred_latents", "audio_decoded", "audio",
 )
-# What a simple_mode run captures besides CAPTURES: the planner's (acestep_parity.host.planner.captures).
+# What a simple_mode run captures besides CAPTURES: the planner's (acestep_ort.host.planner.captures).
 LM_CAPTURES = (
     "lm_prompt_ids", "lm_tokens", "lm_logits", "lm_topk_ids", "lm_topk_logits", "lm_allowed", "lm_mask_digests",
     "lm_margins", "lm_text", "lm_metadata",
@@ -206,7 +206,7 @@ def test_calls_reject_null_and_wrong_lengths(ffi, context):
 
 
 def test_step_inputs_and_scheduler_step_follow_the_schedule(context):
-    from acestep_parity.host import schedule
+    from acestep_ort.host import schedule
 
     sched = schedule.resolve_schedule(2.5, None)
     t32 = schedule.schedule_f32(sched)
@@ -293,7 +293,7 @@ def ort_c_header_dir() -> Path:
 
 
 def test_c_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_property):
-    from acestep_parity.cases import load_case
+    from acestep_ort.host.case import load_case
 
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
@@ -349,7 +349,7 @@ def node_modules() -> Path:
 
 
 def test_node_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_property):
-    from acestep_parity.cases import load_case
+    from acestep_ort.host.case import load_case
 
     modules = node_modules()
     case = paths.CASES_DIR / "text2music_03.json"
@@ -378,7 +378,7 @@ def lm_context(ffi, host_module, dll):
 def test_lm_functions_equal_the_python_fsm(lm_context, py_ort, case, runnable_case, record_property):
     """The library's FSM on the raw logits py_ort recorded masks exactly what the Python FSM allowed (allowed
     logits unchanged, bit for bit), and the token stream finalizes to the same text and metadata JSON."""
-    from acestep_parity.host import planner
+    from acestep_ort.host import planner
 
     if runnable_case.task != "simple_mode":
         pytest.skip(f"{runnable_case.id} has no LM stage (text2music)")
@@ -440,8 +440,8 @@ def test_planned_request_needs_a_simple_mode_case_and_vocabulary_ids(ffi, host_m
 def test_csharp_host_replays_recorded_inputs_bit_equal(library, dll, py_ort, lm_context, tmp_path, record_property):
     """C# through P/Invoke: request preparation, noise, scheduler steps on py_ort's recorded xt/vt,
     post-processing, LM constraints on recorded logits and metadata, all equal to Python's bit for bit."""
-    from acestep_parity.cases import load_case
-    from acestep_parity.host import planner
+    from acestep_ort.host import planner
+    from acestep_ort.host.case import load_case
 
     mcs, mono = shutil.which("mcs"), shutil.which("mono")
     if mcs is None or mono is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acestep_parity.host import audio, latents, prompts, schedule, tiling
+from acestep_ort.host import audio, latents, prompts, schedule, tiling
 
 
 @pytest.mark.parametrize("shift", [1.0, 2.0, 3.0], ids=["shift1", "shift2", "shift3"])

@@ -18,8 +18,8 @@ import json
 import numpy as np
 import pytest
 
+from acestep_ort.host.case import Case
 from acestep_parity import parity
-from acestep_parity.cases import Case
 from acestep_parity.plugin import BACKEND_NAMES, LIVE_PAIRS, _session, planner_record
 
 PROFILE = "fp32"

@@ -13,9 +13,9 @@ import shutil
 import numpy as np
 import pytest
 
-from acestep_parity.host import lm_parse, lm_prompt, planner
-from acestep_parity.host.lm_fsm import FsmTables, LmFsm, S, load_genres
-from acestep_parity.host.lm_vocab import GENRES_FILE, LM_DIR, FastTokenizer
+from acestep_ort.host import lm_parse, lm_prompt, planner
+from acestep_ort.host.lm_fsm import FsmTables, LmFsm, S, load_genres
+from acestep_ort.host.lm_vocab import GENRES_FILE, LM_DIR, FastTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_synthetic_lm_layout(lm_dir, tok):
 
 def test_chat_template_equals_host_rendering(lm_dir):
     pytest.importorskip("transformers")
-    from runtimes.torch_ref.lm import HFTokenizer
+    from acestep_parity.torch_ref.lm import HFTokenizer
 
     hf = HFTokenizer(lm_dir)
     for query, inst in (("a happy song", False), ("", True), ("アニメ、ロック", False)):
@@ -91,7 +91,7 @@ def test_chat_template_equals_host_rendering(lm_dir):
 
 def test_fast_and_hf_tokenizers_agree(lm_dir, tok):
     pytest.importorskip("transformers")
-    from runtimes.torch_ref.lm import HFTokenizer
+    from acestep_parity.torch_ref.lm import HFTokenizer
 
     hf = HFTokenizer(lm_dir)
     assert len(hf) == len(tok)
@@ -309,8 +309,8 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Block())
 from pathlib import Path
-from acestep_parity.cases import load_case
-from runtimes.py_ort.lm import OrtLm
+from acestep_ort.host.case import load_case
+from acestep_ort.lm import OrtLm
 result = OrtLm(Path(sys.argv[1])).plan(load_case(Path(sys.argv[2])))
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 print(json.dumps({"tokens": result.tokens.tolist(), "metadata": result.metadata, "heavy": heavy}))
@@ -336,7 +336,7 @@ def test_py_ort_planner_is_torch_free(parity_session):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []
-    from acestep_parity.cases import load_case
+    from acestep_ort.host.case import load_case
 
     in_process = backend.engine.lm.plan(load_case(case_path))
     assert out["tokens"] == in_process.tokens.tolist() and out["metadata"] == in_process.metadata
@@ -367,7 +367,7 @@ def test_max_duration_below_minimum_is_refused(tok):
 
 
 def test_case_schema_rejects_out_of_range_values(tmp_path):
-    from acestep_parity.cases import CaseError, load_case
+    from acestep_ort.host.case import CaseError, load_case
 
     base = {"id": "simple_mode_x", "task": "simple_mode", "query": "q", "seeds": [1], "duration": 12.0}
     for field, value in (("duration", 900.0), ("bpm", 500)):
@@ -378,7 +378,7 @@ def test_case_schema_rejects_out_of_range_values(tmp_path):
 
 
 def test_simple_mode_case_without_duration_gets_the_cpu_tier(tmp_path):
-    from acestep_parity.cases import load_case
+    from acestep_ort.host.case import load_case
 
     path = tmp_path / "simple_mode_y.json"
     path.write_text(json.dumps({"id": "simple_mode_y", "task": "simple_mode", "query": "q", "seeds": [1]}))

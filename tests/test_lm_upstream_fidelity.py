@@ -5,7 +5,7 @@ source is available outside the repository, the tests import it and
 
 1. run ``LLMHandler.create_sample_from_query`` (greedy, ``temperature=0``) on the checkpoint's LM for every
    simple_mode case and assert the same generated token stream, the same output text and the same metadata dict
-   as the project's reference planner (``runtimes.torch_ref`` + ``acestep_parity.host``);
+   as the project's reference planner (``acestep_parity.torch_ref`` + ``acestep_ort.host``);
 2. drive upstream's ``MetadataConstrainedLogitsProcessor`` and the project's :class:`LmFsm` with the same seeded
    random logits (no model: every branch the logits lead to) and assert the allowed-token mask and the kept
    values equal at every step.
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from acestep_ort.host.case import discover_cases
 from acestep_parity import paths
-from acestep_parity.cases import discover_cases
 
 ENV = "ACESTEP_UPSTREAM_SRC"
 UPSTREAM_FILES = ("llm_inference.py", "constrained_logits_processor.py", "constants.py", "gpu_config.py",
@@ -125,15 +125,15 @@ def upstream_handler(upstream_pkg, lm_root):
 
 @pytest.fixture(scope="module")
 def reference_lm(lm_root):
-    from runtimes.torch_ref.lm import TorchLm
+    from acestep_parity.torch_ref.lm import TorchLm
 
     return TorchLm(lm_root)
 
 
 def test_upstream_lm_create_sample(upstream_handler, reference_lm, lm_root, lm_case, record_property):
     """Same prompt, token stream, text and metadata as upstream's ``create_sample_from_query`` (greedy)."""
-    from acestep_parity.host import planner
-    from runtimes.torch_ref.planner import plan_case
+    from acestep_ort.host import planner
+    from acestep_parity.torch_ref.planner import plan_case
 
     upstream_handler.constrained_processor.set_max_duration(int(lm_case.duration))
     vocal = planner.case_vocal_language(lm_case)
@@ -157,8 +157,8 @@ def test_upstream_lm_fsm_on_random_logits(upstream_pkg, reference_lm, lm_root, s
     """Upstream's processor and the port, fed the same random logits: equal masks and values at every step."""
     import torch
 
+    from acestep_ort.host.lm_fsm import FsmTables, LmFsm, load_genres
     from acestep_parity.checkpoint import LM_DIR
-    from acestep_parity.host.lm_fsm import FsmTables, LmFsm, load_genres
 
     genres_path = lm_root / LM_DIR / "genres_vocab.txt"
     max_duration = (30, 120, 600)[seed % 3]

@@ -1,4 +1,4 @@
-"""acestep_parity.host.noise must reproduce torch's CPU ``torch.randn`` bit for bit.
+"""acestep_ort.host.noise must reproduce torch's CPU ``torch.randn`` bit for bit.
 
 The numpy implementation is exact (no tolerance): every comparison with torch
 uses ``np.array_equal`` on float32 and records max_abs_diff / mismatch_fraction.
@@ -12,7 +12,7 @@ import platform
 import numpy as np
 import pytest
 
-from acestep_parity.host.noise import prepare_noise, torch_randn
+from acestep_ort.host.noise import prepare_noise, torch_randn
 
 SEEDS = [0, 1, 42, 1234, 2**31 - 1, 2**32 - 1, 3_141_592, 271_828_182, 987_654_321]
 NUMELS = [1, 2, 3, 15, 16, 17, 31, 32, 33, 1000]

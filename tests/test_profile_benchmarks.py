@@ -13,7 +13,7 @@ import json
 import pytest
 
 from acestep_parity import paths
-from exporters.profiles.recipes import PROFILE_NAMES
+from acestep_parity.exporters.profiles.recipes import PROFILE_NAMES
 
 GRAPHS = ("dit_decoder", "vae_decoder", "lm_prefill", "lm_decode")
 CASES = ("text2music_01", "simple_mode_01")
@@ -22,7 +22,7 @@ _MEANS: dict[tuple[str, str, str], float] = {}
 
 @pytest.fixture(scope="module")
 def recorded(onnx_artifacts):
-    from exporters.profiles.feeds import record_feeds
+    from acestep_parity.exporters.profiles.feeds import record_feeds
 
     return record_feeds(onnx_artifacts, paths.CASES_DIR, CASES, GRAPHS, max_calls=8)
 
@@ -31,8 +31,8 @@ def recorded(onnx_artifacts):
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
 def test_profile_graph_speed(benchmark, profile, graph, which, onnx_artifacts, recorded):
-    from exporters.profiles.derive import ensure_profile
-    from exporters.profiles.evaluate import _session
+    from acestep_parity.exporters.profiles.derive import ensure_profile
+    from acestep_parity.exporters.profiles.evaluate import _session
 
     directory = ensure_profile(onnx_artifacts, profile)
     record = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))["graphs"].get(graph)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from acestep_parity import parity
-from exporters.profiles.recipes import PROFILE_NAMES, RECIPES
+from acestep_parity.exporters.profiles.recipes import PROFILE_NAMES, RECIPES
 
 pytestmark = pytest.mark.xdist_group("onnx_profiles")
 CASE = "text2music_01"
@@ -25,7 +25,7 @@ CASE = "text2music_01"
 def profile_dir(onnx_artifacts: Path):
     """``profile_dir(name)``: the derived profile folder beside the fp32 artifacts (derived once, cached)."""
     pytest.importorskip("onnx", reason="deriving a profile needs onnx: pip install -e '.[reference]'")
-    from exporters.profiles.derive import ensure_profile
+    from acestep_parity.exporters.profiles.derive import ensure_profile
 
     return lambda name: ensure_profile(onnx_artifacts, name)
 
@@ -65,8 +65,8 @@ def test_value_info_fix(onnx_artifacts, tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from exporters.profiles.derive import load_without_value_info
-    from exporters.profiles.evaluate import _session
+    from acestep_parity.exporters.profiles.derive import load_without_value_info
+    from acestep_parity.exporters.profiles.evaluate import _session
 
     path = onnx_artifacts / "dit_decoder.onnx"
     raw = onnx.load(str(path))
@@ -136,8 +136,8 @@ def test_broken_quantization_fails_the_gates(broken, profile_dir, onnx_artifacts
     activation ranges collapse and real activations clip). (fp16 with normalization in fp16 is no such example on
     the tiny checkpoint: its activations are far from fp16's limits, measured vt cosine 0.999341 against the
     shipped 0.999340; docs/onnx_quantization.md.)"""
-    from exporters.profiles.derive import to_fp16, to_int8_static
-    from exporters.profiles.evaluate import _session
+    from acestep_parity.exporters.profiles.derive import to_fp16, to_int8_static
+    from acestep_parity.exporters.profiles.evaluate import _session
 
     if not golden_store.exists():
         pytest.skip("no golden for this checkpoint")

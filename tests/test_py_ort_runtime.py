@@ -9,10 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI (test extra)
+    import tomli as tomllib
+
+from acestep_ort.host.case import load_case
 from acestep_parity import paths
-from acestep_parity.cases import load_case
 
 BLOCKER = """
 import importlib.abc, sys
@@ -29,8 +33,8 @@ RUN_CASE = BLOCKER + """
 import json, sys
 import numpy as np
 from pathlib import Path
-from acestep_parity.cases import load_case
-from runtimes.py_ort import load_engine
+from acestep_ort.host.case import load_case
+from acestep_ort import load_engine
 engine = load_engine(Path(sys.argv[1]))
 caps = engine.generate(load_case(Path(sys.argv[2])).request())
 np.savez(sys.argv[3], **caps.arrays)
@@ -57,9 +61,13 @@ def _registry():
 
 
 def test_runtime_dependency_set_is_minimal():
-    project = tomllib.loads((paths.REPO_ROOT / "pyproject.toml").read_text())["project"]
+    """The runtime distribution (runtimes/py_ort) declares exactly the four runtime packages; the framework's base
+    dependency is the runtime and nothing heavier (torch & co. live behind extras)."""
+    project = tomllib.loads((paths.REPO_ROOT / "runtimes" / "py_ort" / "pyproject.toml").read_text())["project"]
     names = {dep.split("=")[0].split("<")[0].split(">")[0].strip().lower() for dep in project["dependencies"]}
     assert names == {"numpy", "onnxruntime", "tokenizers", "soundfile"}
+    framework = tomllib.loads((paths.REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert framework["dependencies"] == [f"acestep-ort=={project['version']}"]
 
 
 def test_full_case_with_torch_blocked(ort_backend, tmp_path, record_property):
@@ -80,7 +88,7 @@ def test_full_case_with_torch_blocked(ort_backend, tmp_path, record_property):
 
 
 def test_same_case_twice_is_identical(ort_backend):
-    from runtimes.py_ort import load_engine
+    from acestep_ort import load_engine
 
     engine = load_engine(ort_backend.onnx_dir)
     request = load_case(paths.CASES_DIR / "text2music_04.json").request()
@@ -92,8 +100,8 @@ def test_same_case_twice_is_identical(ort_backend):
 def test_missing_graph_is_a_clear_error(ort_backend, tmp_path):
     import shutil
 
-    from runtimes.py_ort import load_engine
-    from runtimes.py_ort.session_manager import GraphContractError
+    from acestep_ort import load_engine
+    from acestep_ort.session_manager import GraphContractError
 
     broken = tmp_path / "onnx"
     shutil.copytree(ort_backend.onnx_dir, broken)
@@ -105,8 +113,8 @@ def test_missing_graph_is_a_clear_error(ort_backend, tmp_path):
 def test_graph_not_matching_contract_is_a_clear_error(ort_backend, tmp_path):
     import shutil
 
-    from runtimes.py_ort import load_engine
-    from runtimes.py_ort.session_manager import GraphContractError
+    from acestep_ort import load_engine
+    from acestep_ort.session_manager import GraphContractError
 
     broken = tmp_path / "onnx"
     shutil.copytree(ort_backend.onnx_dir, broken)
@@ -116,8 +124,8 @@ def test_graph_not_matching_contract_is_a_clear_error(ort_backend, tmp_path):
 
 
 def test_wrong_feed_is_a_clear_error(ort_backend):
-    from runtimes.py_ort import load_engine
-    from runtimes.py_ort.session_manager import GraphContractError
+    from acestep_ort import load_engine
+    from acestep_ort.session_manager import GraphContractError
 
     engine = load_engine(ort_backend.onnx_dir)
     with pytest.raises(GraphContractError, match="must be float32"):
@@ -132,7 +140,7 @@ def test_cli_generates_audio_and_dump(ort_backend, tmp_path):
     out = tmp_path / "song.flac"
     dump = tmp_path / "caps.npz"
     proc = subprocess.run(
-        [sys.executable, "-m", "runtimes.py_ort.cli", "generate", "--case", str(paths.CASES_DIR / "text2music_04.json"),
+        [sys.executable, "-m", "acestep_ort.cli", "generate", "--case", str(paths.CASES_DIR / "text2music_04.json"),
          "--onnx-dir", str(ort_backend.onnx_dir), "--out", str(out), "--dump", str(dump)],
         cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -149,7 +157,7 @@ def test_cli_rejects_malformed_case(ort_backend, tmp_path):
     bad.write_text(json.dumps({"id": "text2music_99", "task": "text2music", "caption": "x", "duration": 900,
                                "seeds": [1]}))
     proc = subprocess.run(
-        [sys.executable, "-m", "runtimes.py_ort.cli", "generate", "--case", str(bad), "--onnx-dir",
+        [sys.executable, "-m", "acestep_ort.cli", "generate", "--case", str(bad), "--onnx-dir",
          str(ort_backend.onnx_dir), "--out", str(tmp_path / "x.wav")],
         cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
@@ -157,7 +165,7 @@ def test_cli_rejects_malformed_case(ort_backend, tmp_path):
 
 
 def test_malformed_case_messages(tmp_path):
-    from acestep_parity.cases import CaseError
+    from acestep_ort.host.case import CaseError
 
     def write(obj) -> Path:
         path = tmp_path / f"{obj.get('id', 'text2music_98')}.json"

@@ -10,16 +10,16 @@ import pytest
 
 pytest.importorskip("torch")
 
-from acestep_parity.cases import load_case  # noqa: E402
-from acestep_parity.host import latents, tiling  # noqa: E402
-from acestep_parity.host.audio import save_audio  # noqa: E402
-from acestep_parity.host.noise import prepare_noise  # noqa: E402
+from acestep_ort.host import latents, tiling  # noqa: E402
+from acestep_ort.host.audio import save_audio  # noqa: E402
+from acestep_ort.host.case import load_case  # noqa: E402
+from acestep_ort.host.noise import prepare_noise  # noqa: E402
 from acestep_parity.paths import CASES_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def engine(checkpoint_dir):
-    from runtimes.torch_ref import load_engine
+    from acestep_parity.torch_ref import load_engine
 
     return load_engine(checkpoint_dir)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from acestep_ort.host import prompts
 from acestep_parity import paths, rust_vectors
 from acestep_parity.backends.rust import find_binary, rust_env
-from acestep_parity.host import prompts
 
 PAIR = "rust~py_ort"
 LM_CAPTURES = ("lm_prompt_ids", "lm_tokens", "lm_logits", "lm_topk_ids", "lm_topk_logits", "lm_allowed",
@@ -126,7 +126,7 @@ def test_dump_matches_py_ort_captures(rust, py_ort, case, runnable_case, check, 
 
 def test_dit_step_subcommand_equals_serve(rust, py_ort, binary, onnx_dir, tmp_path):
     """The one-shot ``dit-step`` subcommand gives the same vt as the long-lived server."""
-    from acestep_parity.cases import load_case
+    from acestep_ort.host.case import load_case
 
     ref = py_ort.run_case(load_case(paths.CASES_DIR / "text2music_02.json"))
     t = np.full((ref["xt"].shape[1],), ref["schedule"][5], dtype=np.float32)
@@ -154,14 +154,14 @@ TOKEN_TEXTS = [
 
 def test_token_ids_equal_python(binary, onnx_dir):
     """Token ids from the Rust tokenizer equal Python's for special-token strings, Unicode, truncation."""
-    from runtimes.py_ort.tokenizer import TextTokenizer
+    from acestep_ort.tokenizer import TextTokenizer
 
     tok = TextTokenizer(onnx_dir / "tokenizer.json", onnx_dir / "tokenizer_config.json")
     items = []
     for text in TOKEN_TEXTS:
         for max_length in (prompts.TEXT_MAX_TOKENS, prompts.LYRIC_MAX_TOKENS, 8):
             items.append({"text": text, "max_length": max_length})
-    from acestep_parity.cases import discover_cases
+    from acestep_ort.host.case import discover_cases
 
     for case in discover_cases(paths.CASES_DIR):
         if case.task != "text2music":
@@ -187,8 +187,8 @@ def test_token_ids_equal_python(binary, onnx_dir):
 
 def test_onnx_folder_has_a_python_free_silence_latent(onnx_dir):
     """``silence_latent.npy`` is the ``.pt`` array, and the manifest lists every asset with its SHA-256."""
-    from acestep_parity.hashing import sha256_file
-    from acestep_parity.host.torch_file import load_tensor
+    from acestep_ort.hashing import sha256_file
+    from acestep_ort.host.torch_file import load_tensor
 
     npy = np.load(onnx_dir / "silence_latent.npy", allow_pickle=False)
     pt = load_tensor(onnx_dir / "silence_latent.pt")
@@ -297,7 +297,7 @@ def test_error_tampered_asset(binary, onnx_dir, tmp_path):
 @pytest.mark.parametrize("name", ["bool_bpm", "wrong_id", "long_duration", "negative_seed", "unknown_field"])
 def test_error_malformed_case_says_what_python_says(binary, onnx_dir, tmp_path, name):
     """The Rust case reader refuses a malformed case with Python's message (file and field named)."""
-    from acestep_parity.cases import CaseError, load_case
+    from acestep_ort.host.case import CaseError, load_case
 
     path = tmp_path / f"{name}.json"
     path.write_text(rust_vectors.BAD_CASES[name], encoding="utf-8")
@@ -317,8 +317,8 @@ def test_mp3_equals_python_lameenc(binary, onnx_dir, py_ort, tmp_path):
     """The mp3 of the mp3 case is py_ort's byte for byte, except the encoder's version string in the padding
     (LAME 3.100 here; lameenc's build of LAME calls itself 4.0)."""
     pytest.importorskip("lameenc")
-    from acestep_parity.cases import load_case
-    from acestep_parity.host.audio import save_audio
+    from acestep_ort.host.audio import save_audio
+    from acestep_ort.host.case import load_case
 
     case = load_case(paths.CASES_DIR / "text2music_04.json")
     assert case.output_format == "mp3"
@@ -393,7 +393,7 @@ def test_benchmark_host_overhead(benchmark, rust, py_ort, binary, onnx_dir, tmp_
     """
     from statistics import median
 
-    from acestep_parity.cases import load_case
+    from acestep_ort.host.case import load_case
 
     case = load_case(paths.CASES_DIR / f"{BENCH_CASE}.json")
     rust_rows = [rust_timed_run(binary, onnx_dir, case.path, tmp_path) for _ in range(BENCH_ROUNDS)]

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from acestep_ort.host.case import Case, discover_cases
 from acestep_parity import metrics
-from acestep_parity.cases import Case, discover_cases
 
 PAIR = "torch~upstream"
 PROFILE = "fp32"

@@ -23,8 +23,8 @@ import time
 import numpy as np
 import pytest
 
+from acestep_ort.host import tiling
 from acestep_parity import paths
-from acestep_parity.host import tiling
 
 # per-worker cache of py_ort's upstream-tiled decode, keyed by case id (items of one case share a worker)
 _UPSTREAM: dict[str, np.ndarray] = {}
@@ -48,7 +48,7 @@ def decode_1t(ort_engine):
     """The VAE graph in a one-intra-op-thread session (otherwise py_ort's options): exact for any window."""
     import onnxruntime as ort
 
-    from runtimes.py_ort.session_manager import SessionConfig
+    from acestep_ort.session_manager import SessionConfig
 
     config = SessionConfig(intra_op_threads=1)
     session = ort.InferenceSession(str(ort_engine.onnx_dir / "vae_decoder.onnx"), sess_options=config.session_options(),
@@ -138,7 +138,7 @@ def test_rust_budget_chunking_equals_upstream_tiling(ort_engine, decode_1t, gold
 
 def test_the_runtimes_chunk_by_the_budget(ort_engine, monkeypatch):
     """py_ort's engine takes its chunk from the folder's decoder widths and the settings; upstream on request."""
-    from runtimes.py_ort.pipeline import OrtEngine
+    from acestep_ort.pipeline import OrtEngine
 
     shape = ort_engine.vae_shape
     assert shape == tiling.VaeShape.from_config(ort_engine.sessions.contract["vae_shape"])

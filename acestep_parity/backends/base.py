@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acestep_parity.cases import Case
-from acestep_parity.host.pipeline import Captures
+from acestep_ort.host.case import Case
+from acestep_ort.host.pipeline import Captures
 
 PROFILES = ("fp32", "fp16", "int8_dynamic", "int8_static")
 # Every backend, reference first; the registry may hold fewer where an adapter cannot be imported.
@@ -68,7 +68,7 @@ class Backend:
 
     def lm_teacher_logits(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """Planner logits of every step with the reference tokens fed in (simple mode), ``[steps, V]``."""
-        from acestep_parity.host.planner import teacher_forced_logits
+        from acestep_ort.host.planner import teacher_forced_logits
 
         return teacher_forced_logits(self.engine.lm, prompt_ids, tokens)
 

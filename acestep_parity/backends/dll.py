@@ -17,12 +17,12 @@ import json
 import os
 from pathlib import Path
 
+from acestep_ort.host.case import Case
+from acestep_ort.host.pipeline import Captures
 from acestep_parity import paths
 from acestep_parity.backends.base import Availability, Backend, register
 from acestep_parity.backends.onnx_folder import OnnxFolderBackend, OnnxFolderUnavailable
 from acestep_parity.backends.rust import default_target_dir
-from acestep_parity.cases import Case
-from acestep_parity.host.pipeline import Captures
 
 HOST_FILE = paths.REPO_ROOT / "examples" / "ffi" / "python" / "acestep_ffi.py"
 BUILD_HINT = "build it with `cargo build --release -p acestep-ffi` (or `make test`, which builds it)"
@@ -69,7 +69,7 @@ class DllBackend(OnnxFolderBackend, Backend):
     @property
     def host(self):
         if not hasattr(self, "_host"):
-            from runtimes.py_ort.session_manager import SessionConfig
+            from acestep_ort.session_manager import SessionConfig
 
             config = SessionConfig()
             module = load_host_module()

@@ -4,7 +4,7 @@ It exports the checkpoint's graphs once (cached under ``cache_dir()/artifacts/<c
 shared by pytest-xdist workers through a file lock) and makes the folder self-contained with the runtime assets.
 Exporting needs the reference extras (torch); where they are missing the backends say so and skip. A lighter
 profile (fp16, int8_dynamic, int8_static) is derived from the fp32 folder into the sibling ``<profile>`` folder
-(:func:`exporters.profiles.derive.ensure_profile`), so every ONNX backend runs every profile.
+(:func:`acestep_parity.exporters.profiles.derive.ensure_profile`), so every ONNX backend runs every profile.
 """
 
 from __future__ import annotations
@@ -34,19 +34,19 @@ def onnx_folder(ctx: BackendContext) -> Path:
     """The exported folder for ``ctx`` (checkpoint and profile), exported on first use."""
     try:
         from acestep_parity.checkpoint import file_hashes
-        from exporters.export import ensure_artifacts
+        from acestep_parity.exporters.export import ensure_artifacts
     except ImportError as exc:
         raise OnnxFolderUnavailable(
             f"cannot export the ONNX graphs here ({exc}); install the exporter dependencies with "
             "`pip install -e '.[reference]'`") from None
-    from acestep_parity.runtime_assets import copy_runtime_assets, missing_assets
+    from acestep_ort.host.assets import copy_runtime_assets, missing_assets
 
     directory = Path(ensure_artifacts(ctx.checkpoint_dir, ctx.checkpoint_id, file_hashes(ctx.checkpoint_dir)))
     if missing_assets(directory):
         copy_runtime_assets(ctx.checkpoint_dir, directory)
     if ctx.profile == "fp32":
         return directory
-    from exporters.profiles.derive import ProfileError, ensure_profile
+    from acestep_parity.exporters.profiles.derive import ProfileError, ensure_profile
 
     try:
         return ensure_profile(directory, ctx.profile)

@@ -1,4 +1,4 @@
-"""The ``py_ort`` backend: the minimal Python ONNX Runtime runtime (``runtimes.py_ort``) on the shared ONNX
+"""The ``py_ort`` backend: the minimal Python ONNX Runtime runtime (``acestep_ort``) on the shared ONNX
 folder (:mod:`acestep_parity.backends.onnx_folder`)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class PyOrtBackend(OnnxFolderBackend, EngineBackend):
     @property
     def engine(self):
         if not hasattr(self, "_engine"):
-            from runtimes.py_ort.pipeline import load_engine
+            from acestep_ort.pipeline import load_engine
 
             self._engine = load_engine(self.onnx_dir)
         return self._engine

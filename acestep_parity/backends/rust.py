@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from acestep_ort.host.case import Case
+from acestep_ort.host.pipeline import Captures
 from acestep_parity import paths
 from acestep_parity.backends.base import Availability, Backend, register
 from acestep_parity.backends.onnx_folder import OnnxFolderBackend, OnnxFolderUnavailable
-from acestep_parity.cases import Case
-from acestep_parity.host.pipeline import Captures
 
 BUILD_HINT = "build it with `cargo build --release` (or `make test`, which builds it)"
 RUN_TIMEOUT_S = 1800

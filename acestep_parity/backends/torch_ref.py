@@ -1,4 +1,4 @@
-"""The ``torch`` backend: the PyTorch reference pipeline (``runtimes.torch_ref``), fp32 only."""
+"""The ``torch`` backend: the PyTorch reference pipeline (``acestep_parity.torch_ref``), fp32 only."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class TorchBackend(EngineBackend):
     @property
     def engine(self):
         if not hasattr(self, "_engine"):
-            from runtimes.torch_ref import load_engine
+            from acestep_parity.torch_ref import load_engine
 
             self._engine = load_engine(self.ctx.checkpoint_dir)
         return self._engine

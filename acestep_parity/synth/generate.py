@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acestep_parity.hashing import sha256_file
+from acestep_ort.hashing import sha256_file
 from acestep_parity.synth import layout
 from acestep_parity.synth.lm import LM_DIR, write_lm
 from acestep_parity.synth.presets import Preset

@@ -9,15 +9,15 @@ from pathlib import Path
 
 
 def derive_main(args: argparse.Namespace) -> int:
-    from exporters.profiles.derive import derive_profile
-    from exporters.profiles.evaluate import main as print_table
+    from acestep_parity.exporters.profiles.derive import derive_profile
+    from acestep_parity.exporters.profiles.evaluate import main as print_table
 
     source = Path(args.source) if args.source else _cached_fp32(args.checkpoint_dir)
     if not (source / "manifest.json").is_file():
         print(f"acestep-export: {source} is not an exported fp32 folder (no manifest.json)", file=sys.stderr)
         return 2
     golden = None
-    from exporters.profiles.derive import _golden_dir
+    from acestep_parity.exporters.profiles.derive import _golden_dir
 
     golden = _golden_dir(source)
     start = time.perf_counter()
@@ -31,7 +31,7 @@ def derive_main(args: argparse.Namespace) -> int:
 def _cached_fp32(checkpoint_dir: str | None) -> Path:
     from acestep_parity import paths
     from acestep_parity.checkpoint import checkpoint_id, file_hashes
-    from exporters.export import ensure_artifacts
+    from acestep_parity.exporters.export import ensure_artifacts
 
     directory = paths.resolve_checkpoint_dir(checkpoint_dir)
     hashes = file_hashes(directory)

@@ -1,12 +1,12 @@
 """Derive a lighter profile folder from an fp32 ONNX folder: (fp32 folder, profile) -> profile folder.
 
 Independent of the model's size and of torch: it reads only the fp32 graphs, their manifest and the cases. Every
-transformation is ONNX Runtime's own tool, called with the settings of :mod:`exporters.profiles.recipes`:
+transformation is ONNX Runtime's own tool, called with the settings of :mod:`acestep_parity.exporters.profiles.recipes`:
 
 * ``fp16``: ``onnxruntime.transformers.float16.convert_float_to_float16`` (keep_io_types, op block list);
 * ``int8_dynamic``: ``onnxruntime.quantization.quantize_dynamic``;
 * ``int8_static``: ``onnxruntime.quantization.quantize_static`` with a calibration reader over the inputs the
-  graph receives when the fp32 folder runs the calibration cases (:mod:`exporters.profiles.feeds`).
+  graph receives when the fp32 folder runs the calibration cases (:mod:`acestep_parity.exporters.profiles.feeds`).
 
 The stale ``value_info`` fix (issue 12): the fp32 graphs, saved by ``onnx_ir``, carry a ``value_info`` entry for
 every initializer, repeating the initializer's own shape. Harmless to ONNX Runtime and to ONNX's strict shape
@@ -32,8 +32,13 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from acestep_parity.hashing import sha256_file
-from exporters.profiles.recipes import FP16_NUMERIC_BLOCK_LIST, PROFILE_NAMES, RECIPES, GraphRecipe
+from acestep_ort.hashing import sha256_file
+from acestep_parity.exporters.profiles.recipes import (
+    FP16_NUMERIC_BLOCK_LIST,
+    PROFILE_NAMES,
+    RECIPES,
+    GraphRecipe,
+)
 
 PROFILE_SCHEMA = 1
 PROFILES_DIR = Path(__file__).resolve().parent
@@ -217,9 +222,9 @@ def derive_profile(fp32_dir: Path, out_dir: Path, profile: str, *, cases_dir: Pa
     ``evaluate`` the manifest gets each graph's accuracy against fp32 (and the end-to-end audio against fp32
     and, where a golden exists, against torch) and its speed, measured on ``evaluation_cases``.
     """
+    from acestep_ort.host.assets import asset_records
     from acestep_parity import paths
-    from acestep_parity.runtime_assets import asset_records
-    from exporters.profiles import feeds as feeds_mod
+    from acestep_parity.exporters.profiles import feeds as feeds_mod
 
     if profile not in RECIPES:
         raise ProfileError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
@@ -256,7 +261,7 @@ def derive_profile(fp32_dir: Path, out_dir: Path, profile: str, *, cases_dir: Pa
         "assets": asset_records(out_dir),
     }
     if evaluate:
-        from exporters.profiles.evaluate import evaluate_profile
+        from acestep_parity.exporters.profiles.evaluate import evaluate_profile
 
         eval_ids = evaluation_cases or feeds_mod.EVALUATION_CASES
         if log:
@@ -269,7 +274,7 @@ def derive_profile(fp32_dir: Path, out_dir: Path, profile: str, *, cases_dir: Pa
 def profile_matches(out_dir: Path, fp32_dir: Path, profile: str, cases_dir: Path | None = None) -> bool:
     """Whether ``out_dir`` holds a complete profile derived from this fp32 folder with these recipes."""
     from acestep_parity import paths
-    from exporters.profiles import feeds as feeds_mod
+    from acestep_parity.exporters.profiles import feeds as feeds_mod
 
     path = Path(out_dir) / "manifest.json"
     if not path.is_file() or profile not in RECIPES:
@@ -296,11 +301,11 @@ def profile_matches(out_dir: Path, fp32_dir: Path, profile: str, cases_dir: Path
 def ensure_profile(fp32_dir: Path, profile: str, log: Callable[[str], None] | None = None) -> Path:
     """The profile folder beside the fp32 folder (``artifacts/<checkpoint-id>/<profile>``), derived once.
 
-    Same discipline as :func:`exporters.export.ensure_artifacts`: a file lock for pytest-xdist workers, a
+    Same discipline as :func:`acestep_parity.exporters.export.ensure_artifacts`: a file lock for pytest-xdist workers, a
     temporary sibling renamed into place, reuse when the key matches.
     """
     from acestep_parity import paths
-    from exporters.profiles import feeds as feeds_mod
+    from acestep_parity.exporters.profiles import feeds as feeds_mod
 
     fp32_dir = Path(fp32_dir)
     target = fp32_dir.parent / profile
@@ -327,7 +332,7 @@ def ensure_profile(fp32_dir: Path, profile: str, log: Callable[[str], None] | No
 def copy_assets(fp32_dir: Path, out_dir: Path) -> None:
     """The fp32 folder's host assets (tokenizers, silence latent), byte for byte: a profile folder is as
     self-contained as the fp32 one."""
-    from acestep_parity.runtime_assets import asset_records
+    from acestep_ort.host.assets import asset_records
 
     for name in asset_records(fp32_dir):
         (Path(out_dir) / name).parent.mkdir(parents=True, exist_ok=True)

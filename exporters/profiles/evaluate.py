@@ -26,7 +26,7 @@ TIMING_REPEATS = 3
 def _session(path: Path):
     import onnxruntime as ort
 
-    from runtimes.py_ort.session_manager import SessionConfig
+    from acestep_ort.session_manager import SessionConfig
 
     config = SessionConfig()
     return ort.InferenceSession(str(path), sess_options=config.session_options(),
@@ -96,7 +96,7 @@ def _rounded(value):
 def evaluate_profile(fp32_dir: Path, profile_dir: Path, manifest: dict, cases_dir: Path,
                      case_ids: tuple[str, ...], golden_dir: Path | None = None, max_calls: int = 12) -> dict:
     """Fill ``manifest`` (graph records and ``evaluation``) with the measured figures; return the summary."""
-    from exporters.profiles.feeds import record_feeds
+    from acestep_parity.exporters.profiles.feeds import record_feeds
 
     offered = tuple(n for n, r in manifest["graphs"].items() if r["offered"])
     ids = tuple(c for c in case_ids if (Path(cases_dir) / f"{c}.json").is_file())
@@ -149,7 +149,7 @@ def _machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m exporters.profiles.evaluate PROFILE_DIR``: print a profile manifest's figures as a table."""
+    """``python -m acestep_parity.exporters.profiles.evaluate PROFILE_DIR``: print a profile manifest's figures as a table."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv

@@ -39,7 +39,7 @@ def describe_cases(cases_dir: Path, case_ids: tuple[str, ...]) -> dict:
 
 
 def _load_cases(cases_dir: Path, case_ids: tuple[str, ...]):
-    from acestep_parity.cases import Case, discover_cases
+    from acestep_ort.host.case import Case, discover_cases
 
     found = {c.id: c for c in discover_cases(Path(cases_dir), list(case_ids)) if isinstance(c, Case)}
     missing = [c for c in case_ids if c not in found]
@@ -69,7 +69,7 @@ def record_feeds(onnx_dir: Path, cases_dir: Path, case_ids: tuple[str, ...], gra
     ``max_calls`` keeps only the first calls of each graph per case (the planner's decode runs hundreds of
     times; a handful of its calls are enough to measure it).
     """
-    from runtimes.py_ort.pipeline import load_engine
+    from acestep_ort.pipeline import load_engine
 
     engine = load_engine(Path(onnx_dir))
     rec = Recording()

@@ -2,7 +2,7 @@
 
 Upstream (``LLMHandler._forward_pass`` in ``acestep/llm_inference.py``) calls the model on the whole prompt with an
 all-ones attention mask, then on the last token only with ``past_key_values``; the logits of the last position
-drive the host loop (:mod:`acestep_parity.host.planner`). The tokenizer is transformers' ``AutoTokenizer`` (fast),
+drive the host loop (:mod:`acestep_ort.host.planner`). The tokenizer is transformers' ``AutoTokenizer`` (fast),
 and the prompt comes from the checkpoint's own chat template, both as upstream uses them.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acestep_ort.host import lm_prompt
 from acestep_parity.checkpoint import LM_DIR, load_lm
-from acestep_parity.host import lm_prompt
 
 
 class HFTokenizer:
-    """:class:`acestep_parity.host.lm_vocab.LmTokenizer` over transformers' ``AutoTokenizer``."""
+    """:class:`acestep_ort.host.lm_vocab.LmTokenizer` over transformers' ``AutoTokenizer``."""
 
     def __init__(self, folder: Path):
         from transformers import AutoTokenizer
@@ -48,7 +48,7 @@ class HFTokenizer:
 
 
 class TorchLm:
-    """:class:`acestep_parity.host.planner.LmEngine` on ``Qwen3ForCausalLM`` (CPU, float32, DynamicCache)."""
+    """:class:`acestep_ort.host.planner.LmEngine` on ``Qwen3ForCausalLM`` (CPU, float32, DynamicCache)."""
 
     def __init__(self, root: Path, model=None, config: dict | None = None):
         self.root = Path(root)

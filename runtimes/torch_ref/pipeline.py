@@ -2,7 +2,7 @@
 
 Neural stages come from diffusers (``AceStepTransformer1DModel``, ``AceStepConditionEncoder``,
 ``AutoencoderOobleck``) and transformers (``Qwen3Model``, ``AutoTokenizer``), loaded strictly from the upstream
-layout; host logic is :mod:`acestep_parity.host`. Noise uses torch's own CPU generator, one
+layout; host logic is :mod:`acestep_ort.host`. Noise uses torch's own CPU generator, one
 ``torch.Generator("cpu").manual_seed(seed)`` per batch item, as upstream ``prepare_noise`` does with a seed list.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acestep_ort.host.pipeline import Captures, GenerationRequest, run_text2music
 from acestep_parity.checkpoint import TEXT_DIR, ReferenceModels, load_reference_models
-from acestep_parity.host.pipeline import Captures, GenerationRequest, run_text2music
 
 
 class TorchEngine:
-    """Implements :class:`acestep_parity.host.pipeline.Engine` with PyTorch modules on CPU in float32."""
+    """Implements :class:`acestep_ort.host.pipeline.Engine` with PyTorch modules on CPU in float32."""
 
     name = "torch"
 
@@ -95,19 +95,19 @@ class TorchEngine:
     def lm(self):
         """The 5 Hz LM planner (``acestep-5Hz-lm-0.6B``), loaded with the other modules when present."""
         if not hasattr(self, "_lm"):
-            from runtimes.torch_ref.lm import TorchLm
+            from acestep_parity.torch_ref.lm import TorchLm
 
             self._lm = TorchLm(self.models.root, self.models.lm, self.models.lm_config)
         return self._lm
 
     def plan(self, case):
-        from runtimes.torch_ref.planner import plan_case
+        from acestep_parity.torch_ref.planner import plan_case
 
         return plan_case(self.lm, self.models.root, case)
 
     def generate_simple(self, case, progress=None) -> Captures:
         """Simple mode: planner (chat template of the checkpoint, as upstream), then text2music."""
-        from acestep_parity.host.planner import run_simple_mode
+        from acestep_ort.host.planner import run_simple_mode
 
         prompt = self.lm.tokenizer.chat_prompt(case.query, case.instrumental)
         return run_simple_mode(self.lm, self.lm.tokenizer, self.models.root, case,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acestep_parity.host import planner
-from runtimes.torch_ref.lm import TorchLm
+from acestep_ort.host import planner
+from acestep_parity.torch_ref.lm import TorchLm
 
 
 def plan_case(lm: TorchLm, checkpoint_dir: Path, case) -> planner.PlannerResult:

@@ -1,4 +1,4 @@
-//! Audio post-processing: port of `acestep_parity/host/audio.py` (anti-clipping, -1 dBFS peak normalisation).
+//! Audio post-processing: port of `runtimes/py_ort/acestep_ort/host/audio.py` (anti-clipping, -1 dBFS peak normalisation).
 //! Audio is `[B, C, S]` float32, row-major; items are processed one by one.
 
 pub const NORMALIZATION_DB: f64 = -1.0;

@@ -1,4 +1,4 @@
-//! Case files (`cases/*.json`): port of `acestep_parity/cases.py` with the same checks, in the same order,
+//! Case files (`cases/*.json`): port of `runtimes/py_ort/acestep_ort/host/case.py` with the same checks, in the same order,
 //! and the same messages (`<path>: field '<name>': <what is wrong>`).
 
 use std::path::{Path, PathBuf};

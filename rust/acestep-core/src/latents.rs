@@ -1,4 +1,4 @@
-//! Latent length and context latents for text2music: port of `acestep_parity/host/latents.py`.
+//! Latent length and context latents for text2music: port of `runtimes/py_ort/acestep_ort/host/latents.py`.
 
 pub const SAMPLE_RATE: u32 = 48_000;
 pub const HOP: usize = 1920;

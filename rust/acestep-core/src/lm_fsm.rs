@@ -1,5 +1,5 @@
 //! Upstream's constrained-decoding FSM for the 5 Hz LM planner (simple mode), rule for rule: the Rust twin of
-//! `acestep_parity/host/lm_fsm.py`, itself a port of `MetadataConstrainedLogitsProcessor`
+//! `runtimes/py_ort/acestep_ort/host/lm_fsm.py`, itself a port of `MetadataConstrainedLogitsProcessor`
 //! (`acestep/constrained_logits_processor.py` at 82252c2). Quirks are reproduced, not fixed
 //! (`docs/lm_planner.md` lists them). Both FSMs are held equal by the shared vectors `tests/vectors/lm_fsm.json`.
 //!
@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::pyfmt::{is_py_space, py_strip};
 
-/// Upstream constants (`acestep/constants.py`, 82252c2), as in `acestep_parity/host/lm_vocab.py`.
+/// Upstream constants (`acestep/constants.py`, 82252c2), as in `runtimes/py_ort/acestep_ort/host/lm_vocab.py`.
 pub const VALID_LANGUAGES: [&str; 51] = [
     "ar", "az", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hr", "ht", "hu",
     "id", "is", "it", "ja", "ko", "la", "lt", "ms", "ne", "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa", "sk", "sr",

@@ -1,4 +1,4 @@
-//! Parsing the planner's output text: the Rust twin of `acestep_parity/host/lm_parse.py` (upstream
+//! Parsing the planner's output text: the Rust twin of `runtimes/py_ort/acestep_ort/host/lm_parse.py` (upstream
 //! `LLMHandler.parse_lm_output`, `_extract_lyrics_from_output`, the end of `create_sample_from_query` and
 //! `inference.create_sample`'s conversions, 82252c2).
 //!

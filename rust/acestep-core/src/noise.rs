@@ -1,6 +1,6 @@
 //! Bit-exact port of PyTorch's CPU `torch.randn` (x86-64, AVX2/AVX512 kernel), as ACE-Step draws its noise.
 //!
-//! Line-by-line port of `acestep_parity/host/noise.py` (which documents the derivation):
+//! Line-by-line port of `runtimes/py_ort/acestep_ort/host/noise.py` (which documents the derivation):
 //!
 //! * generator: `at::mt19937` seeded with `init_genrand(seed & 0xFFFF_FFFF)` ([`rand_mt::Mt`] is that engine);
 //! * numel >= 16: 24-bit float uniforms, the 16-wide Box–Muller of `normal_fill_16_AVX2` with the

@@ -1,4 +1,4 @@
-//! Prompt strings for the DiT caption and lyric branches: port of `acestep_parity/host/prompts.py`.
+//! Prompt strings for the DiT caption and lyric branches: port of `runtimes/py_ort/acestep_ort/host/prompts.py`.
 
 use std::sync::OnceLock;
 

@@ -1,6 +1,6 @@
 //! Turbo timestep schedules, the nearest-shift rule, custom-timestep snapping and the Euler / x0 update.
 //!
-//! Port of `acestep_parity/host/schedule.py`: three 8-entry tables, `shift` snapped to the nearest of
+//! Port of `runtimes/py_ort/acestep_ort/host/schedule.py`: three 8-entry tables, `shift` snapped to the nearest of
 //! 1/2/3 (ties to the smaller), custom timesteps float32-rounded, trailing zeros dropped, at most 20 kept,
 //! each snapped to the nearest valid value (first on ties). The schedule tensor is float32; `dt` is the
 //! difference of two float32 values in double, rounded to float32 when it multiplies `vt`.

@@ -1,4 +1,4 @@
-//! Tiled VAE decoding plan: port of `acestep_parity/host/tiling.py` (upstream CPU: chunk 256, overlap 64), and
+//! Tiled VAE decoding plan: port of `runtimes/py_ort/acestep_ort/host/tiling.py` (upstream CPU: chunk 256, overlap 64), and
 //! the memory-budget chunk the runtimes use instead (same overlap, so the same audio bit for bit on ONNX Runtime).
 
 use crate::CoreError;

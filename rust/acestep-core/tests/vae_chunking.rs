@@ -1,5 +1,5 @@
 //! The VAE memory-budget planner against Python's (`python -m acestep_parity.rust_vectors` writes the vectors
-//! from `acestep_parity/host/tiling.py`).
+//! from `runtimes/py_ort/acestep_ort/host/tiling.py`).
 
 use std::path::Path;
 

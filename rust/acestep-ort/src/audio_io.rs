@@ -1,4 +1,4 @@
-//! Audio files, like `acestep_parity/host/audio.py: save_audio`: wav (float32, `hound`), flac (16-bit, `flacenc`,
+//! Audio files, like `runtimes/py_ort/acestep_ort/host/audio.py: save_audio`: wav (float32, `hound`), flac (16-bit, `flacenc`,
 //! a pure-Rust encoder) and mp3 (128 kbit/s, LAME 3.100 through `mp3lame-encoder`, the same LAME release and
 //! settings as Python's `lameenc`; cargo feature `mp3`, on by default).
 

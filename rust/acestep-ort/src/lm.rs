@@ -1,6 +1,6 @@
 //! The 5 Hz LM planner (simple mode) on ONNX Runtime: `lm_prefill.onnx` once on the prompt, then
 //! `lm_decode.onnx` per token with the KV cache fed back (`present_*` -> `past_*`; the prefix is never
-//! recomputed). Port of `runtimes/py_ort/lm.py` + `acestep_parity/host/planner.run_planner`; the host logic
+//! recomputed). Port of `runtimes/py_ort/acestep_ort/lm.py` + `runtimes/py_ort/acestep_ort/host/planner.run_planner`; the host logic
 //! (prompt, FSM, processors, parsing) is `acestep-core`'s (`lm_fsm`, `lm_planner`, `lm_parse`), held to the
 //! Python one by shared vectors. Greedy (parity mode) only.
 

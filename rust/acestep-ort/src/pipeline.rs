@@ -1,5 +1,5 @@
 //! The text2music / turbo / ODE orchestration: a line-by-line port of `run_text2music` in
-//! `acestep_parity/host/pipeline.py` driving the graphs the way `runtimes/py_ort/pipeline.py` feeds them.
+//! `runtimes/py_ort/acestep_ort/host/pipeline.py` driving the graphs the way `runtimes/py_ort/acestep_ort/pipeline.py` feeds them.
 //! Same stages, same order, same dtypes, same capture names, so the Rust and Python runtimes agree bit for bit.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! One ONNX Runtime session per graph, opened with the options of the Python runtime
-//! (`runtimes/py_ort/session_manager.py: SessionConfig`) and checked against the I/O contract in the
+//! (`runtimes/py_ort/acestep_ort/session_manager.py: SessionConfig`) and checked against the I/O contract in the
 //! folder's `manifest.json` before anything runs.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Named host arrays (the capture points) and their npz form: the same names, dtypes and shapes as
-//! Python's `Captures.arrays` (`acestep_parity/host/pipeline.py`).
+//! Python's `Captures.arrays` (`runtimes/py_ort/acestep_ort/host/pipeline.py`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -5,7 +5,7 @@ Upstream path (82252c2): ``inference.create_sample`` -> ``LLMHandler.create_samp
 simple mode). Each step of that loop, restated here:
 
 1. logits of the last position (prefill on the prompt, then one token at a time on the KV cache);
-2. the constrained processor (:class:`acestep_parity.host.lm_fsm.LmFsm`) on the raw logits;
+2. the constrained processor (:class:`acestep_ort.host.lm_fsm.LmFsm`) on the raw logits;
 3. repetition penalty (transformers ``RepetitionPenaltyLogitsProcessor`` over prompt + generated ids) when
    ``!= 1.0``; 4. top-k; 5. top-p (float32 softmax of the *un-tempered* logits, first token always kept);
 6. temperature and sampling: ``temperature <= 0`` -> argmax (parity mode); otherwise upstream calls
@@ -27,10 +27,10 @@ from typing import Protocol
 
 import numpy as np
 
-from acestep_parity.host import lm_parse, lm_prompt
-from acestep_parity.host.lm_fsm import FsmTables, LmFsm, load_genres
-from acestep_parity.host.lm_vocab import LmTokenizer, genres_path
-from acestep_parity.host.pipeline import Captures, GenerationRequest
+from acestep_ort.host import lm_parse, lm_prompt
+from acestep_ort.host.lm_fsm import FsmTables, LmFsm, load_genres
+from acestep_ort.host.lm_vocab import LmTokenizer, genres_path
+from acestep_ort.host.pipeline import Captures, GenerationRequest
 
 TOPK_STORED = 8  # per-step raw logits kept in the golden (ids + values)
 

@@ -3,7 +3,7 @@
 A backend supplies the neural stages (:class:`Engine`); this module owns everything between them exactly once:
 prompt strings, token limits, right-padding, packing inputs, latent length, context latents, the schedule, the
 Euler loop with the final x0 step, tiled VAE decoding, anti-clipping and -1 dBFS normalization. The reference
-(``runtimes.torch_ref``) and the ONNX Runtime backend (``runtimes.py_ort``) both run this function, so they
+(``acestep_parity.torch_ref``) and the ONNX Runtime backend (``acestep_ort``) both run this function, so they
 cannot disagree on host logic, only on the stages they implement.
 """
 
@@ -16,9 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-from acestep_parity.host import audio as audio_post
-from acestep_parity.host import latents as lat
-from acestep_parity.host import prompts, schedule, tiling
+from acestep_ort.host import audio as audio_post
+from acestep_ort.host import latents as lat
+from acestep_ort.host import prompts, schedule, tiling
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def run_text2music(
     """Run one request through ``engine`` and return every capture point.
 
     ``vae_chunk``: latent frames per VAE call (overlap 64); upstream's CPU tiling by default, a runtime's budget
-    chunk (:class:`acestep_parity.host.tiling.VaeChunking`) otherwise."""
+    chunk (:class:`acestep_ort.host.tiling.VaeChunking`) otherwise."""
     caps = Captures()
     arrays = caps.arrays
     batch = request.batch_size

@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from acestep_parity.host.pipeline import GenerationRequest
+from acestep_ort.host.pipeline import GenerationRequest
 
 TASKS = ("text2music", "simple_mode")
 FORMATS = ("wav", "flac", "mp3")

@@ -14,11 +14,11 @@ import numpy as np
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from acestep_parity.cases import resolve_case
-    from acestep_parity.host.audio import save_audio
-    from acestep_parity.host.progress import stderr_progress
-    from runtimes.py_ort.pipeline import load_engine
-    from runtimes.py_ort.session_manager import SessionConfig
+    from acestep_ort.host.audio import save_audio
+    from acestep_ort.host.case import resolve_case
+    from acestep_ort.host.progress import stderr_progress
+    from acestep_ort.pipeline import load_engine
+    from acestep_ort.session_manager import SessionConfig
 
     case = resolve_case(args.case, Path(args.cases_dir))
     if case.task != "text2music":

@@ -4,7 +4,7 @@ Upstream's planner code (``acestep/constrained_logits_processor.py``, ``acestep/
 calls ``tokenizer.encode(text, add_special_tokens=False)``, ``tokenizer.decode([id])`` (special tokens kept),
 ``len(tokenizer)``, ``eos_token_id`` and ``pad_token_id``. :class:`LmTokenizer` is that surface. Two adapters
 exist: :class:`FastTokenizer` (the ``tokenizers`` library plus ``tokenizer_config.json``; torch-free, used by the
-ONNX runtime) and ``runtimes.torch_ref``'s wrapper around transformers' ``AutoTokenizer`` (what upstream uses).
+ONNX runtime) and ``acestep_parity.torch_ref``'s wrapper around transformers' ``AutoTokenizer`` (what upstream uses).
 
 Constants are restated from upstream's ``acestep/constants.py`` at commit 82252c2.
 """

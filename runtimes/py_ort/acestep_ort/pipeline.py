@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from acestep_parity.host.noise import prepare_noise
-from acestep_parity.host.pipeline import Captures, GenerationRequest, run_text2music
-from acestep_parity.host.tiling import VaeChunking, VaeShape
-from acestep_parity.host.torch_file import load_tensor
-from acestep_parity.runtime_assets import missing_assets
-from runtimes.py_ort.session_manager import SessionConfig, SessionManager
-from runtimes.py_ort.tokenizer import TextTokenizer
+from acestep_ort.host.assets import missing_assets
+from acestep_ort.host.noise import prepare_noise
+from acestep_ort.host.pipeline import Captures, GenerationRequest, run_text2music
+from acestep_ort.host.tiling import VaeChunking, VaeShape
+from acestep_ort.host.torch_file import load_tensor
+from acestep_ort.session_manager import SessionConfig, SessionManager
+from acestep_ort.tokenizer import TextTokenizer
 
 
 class OrtEngine:
-    """Implements :class:`acestep_parity.host.pipeline.Engine` on ONNX Runtime sessions."""
+    """Implements :class:`acestep_ort.host.pipeline.Engine` on ONNX Runtime sessions."""
 
     name = "py_ort"
 
@@ -86,7 +86,7 @@ class OrtEngine:
     def lm(self):
         """The planner graphs (``lm_prefill``/``lm_decode``), opened on first use."""
         if self._lm is None:
-            from runtimes.py_ort.lm import OrtLm
+            from acestep_ort.lm import OrtLm
 
             self._lm = OrtLm(self.onnx_dir, self.config)
         return self._lm

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acestep_parity.hashing import sha256_file
+from acestep_ort.hashing import sha256_file
 
 ASSETS = {
     "tokenizer.json": "Qwen3-Embedding-0.6B/tokenizer.json",
@@ -30,7 +30,7 @@ LM_ASSETS = ("tokenizer.json", "tokenizer_config.json", "genres_vocab.txt")
 
 def write_silence_latent_npy(pt_path: Path, npy_path: Path) -> Path:
     """``silence_latent.pt`` -> ``silence_latent.npy``: the same [1, C, frames] array as little-endian float32."""
-    from acestep_parity.host.torch_file import load_tensor
+    from acestep_ort.host.torch_file import load_tensor
 
     array = np.ascontiguousarray(load_tensor(pt_path), dtype="<f4")
     np.save(npy_path, array, allow_pickle=False)
@@ -49,7 +49,7 @@ def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> list[Path]:
         written.append(target)
     written.append(write_silence_latent_npy(Path(onnx_dir) / "silence_latent.pt",
                                             Path(onnx_dir) / "silence_latent.npy"))
-    from acestep_parity.host.lm_vocab import LM_DIR, genres_path
+    from acestep_ort.host.lm_vocab import LM_DIR, genres_path
 
     if (Path(checkpoint_dir) / LM_DIR / "config.json").is_file():
         (Path(onnx_dir) / LM_DIR).mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> list[Path]:
 def asset_records(onnx_dir: Path) -> dict[str, dict]:
     """Manifest entries of every asset present in ``onnx_dir``: ``{name: {"file", "bytes", "sha256"}}``."""
     records = {}
-    from acestep_parity.host.lm_vocab import LM_DIR
+    from acestep_ort.host.lm_vocab import LM_DIR
 
     for name in (*ASSETS, *DERIVED_ASSETS, *(f"{LM_DIR}/{n}" for n in LM_ASSETS)):
         path = Path(onnx_dir) / name

@@ -3,6 +3,6 @@
 Importing or running it never imports torch, transformers or diffusers (a test enforces it).
 """
 
-from runtimes.py_ort.pipeline import OrtEngine, load_engine
+from acestep_ort.pipeline import OrtEngine, load_engine
 
 __all__ = ["OrtEngine", "load_engine"]

@@ -1,7 +1,7 @@
 """The 5 Hz LM planner on ONNX Runtime: ``lm_prefill.onnx`` once, then ``lm_decode.onnx`` per token on the
 KV cache (``present_*`` fed back as ``past_*``; the prefix is never recomputed). Torch-free.
 
-Host logic (prompt, FSM, sampler, parsing) is :mod:`acestep_parity.host.planner`, shared with the reference. The
+Host logic (prompt, FSM, sampler, parsing) is :mod:`acestep_ort.host.planner`, shared with the reference. The
 tokenizer is the checkpoint's LM ``tokenizer.json`` through the ``tokenizers`` library; the prompt is the host's
 rendering of Qwen3's chat template (the reference uses the checkpoint's template; a test asserts they agree).
 """
@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from acestep_parity.host import planner
-from acestep_parity.host.lm_vocab import LM_DIR, FastTokenizer
-from acestep_parity.host.pipeline import Captures
-from runtimes.py_ort.session_manager import GraphContractError, SessionConfig, SessionManager
+from acestep_ort.host import planner
+from acestep_ort.host.lm_vocab import LM_DIR, FastTokenizer
+from acestep_ort.host.pipeline import Captures
+from acestep_ort.session_manager import GraphContractError, SessionConfig, SessionManager
 
 LM_GRAPHS = ("lm_prefill", "lm_decode")
 
 
 class OrtLm:
-    """:class:`acestep_parity.host.planner.LmEngine` on the two LM graphs."""
+    """:class:`acestep_ort.host.planner.LmEngine` on the two LM graphs."""
 
     def __init__(self, onnx_dir: Path, config: SessionConfig | None = None):
         onnx_dir = Path(onnx_dir)

@@ -1,1 +1,0 @@
-"""Runtime backends: ``torch_ref`` (PyTorch reference) and ``py_ort`` (minimal ONNX Runtime runtime)."""
