@@ -165,6 +165,19 @@ def cmd_import_cases(args: argparse.Namespace) -> int:
     return 1 if refused or not done else 0
 
 
+def cmd_check_checkpoint(args: argparse.Namespace) -> int:
+    from acestep_parity.checkpoint_check import check_checkpoint
+
+    problems = check_checkpoint(Path(args.checkpoint_dir))
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"acestep-parity: {len(problems)} problem(s) in {args.checkpoint_dir}", file=sys.stderr)
+        return 2
+    print(f"{args.checkpoint_dir}: no problem found (configs, files, safetensors headers: keys, shapes, dtypes, sizes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acestep-parity", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny", help="tiny (CI), wide (real widths, two layers per stack: benchmarks) or full (real dimensions, random weights)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("check-checkpoint", help="check a checkpoint folder from its configs and safetensors headers "
+                                                "(seconds, nothing loaded): one line per problem")
+    p.add_argument("checkpoint_dir", metavar="DIR", help="checkpoint folder in the upstream layout")
+    p.set_defaults(func=cmd_check_checkpoint)
 
     p = sub.add_parser("freeze", help="run the PyTorch reference on every case and write the golden set")
     p.add_argument("--checkpoint-dir", help="checkpoint folder (default: the cached tiny synthetic one)")

@@ -1,0 +1,92 @@
+"""``acestep-parity check-checkpoint``: a damaged checkpoint is found from configs and headers alone, one line per
+problem (file, tensor or field, expected vs found), before anything is loaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="the check builds the library modules: pip install '.[reference]'")
+
+from acestep_parity.checkpoint_check import check_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("checkpoint_check")
+
+
+def rename_tensor(path: Path, old: str, new: str) -> None:
+    """Rewrite a safetensors header with one key renamed (data offsets are relative to the data, so unchanged)."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    header[new] = header.pop(old)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + size:])
+
+
+def truncate(path: Path, drop: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size - drop)
+
+
+@pytest.fixture
+def damaged(checkpoint_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the checkpoint with one file truncated, one tensor renamed and one config field changed."""
+    copy = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_dir, copy)
+    truncate(copy / "Qwen3-Embedding-0.6B" / "model.safetensors", 1000)
+    vae = copy / "vae" / "diffusion_pytorch_model.safetensors"
+    header_key = next(k for k in json.loads(vae.read_bytes()[8:8 + int.from_bytes(vae.read_bytes()[:8], "little")])
+                      if k.startswith("decoder.conv1"))
+    rename_tensor(vae, header_key, header_key.replace("decoder.conv1", "decoder.conv_first"))
+    cfg_path = copy / "acestep-v15-turbo" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["intermediate_size"] = cfg["intermediate_size"] * 2
+    cfg_path.write_text(json.dumps(cfg))
+    return copy
+
+
+def test_intact_checkpoint_has_no_problem(checkpoint_dir):
+    assert [str(p) for p in check_checkpoint(checkpoint_dir)] == []
+
+
+def test_each_damage_is_named(damaged, record_property):
+    lines = [str(p) for p in check_checkpoint(damaged)]
+    record_property("problems", len(lines))
+    text = "\n".join(lines)
+    assert any("Qwen3-Embedding-0.6B/model.safetensors: truncated" in line for line in lines), text
+    assert any("diffusion_pytorch_model.safetensors: tensor 'decoder.conv1" in line and "missing" in line
+               for line in lines), text
+    assert any("'decoder.conv_first" in line and "unexpected" in line for line in lines), text
+    shape_lines = [line for line in lines if "acestep-v15-turbo/model.safetensors" in line and "expected shape" in line]
+    assert shape_lines and all("config.json" in line and "found" in line for line in shape_lines), text
+    assert all(": " in line and "\n" not in line for line in lines)
+
+
+def test_missing_files_and_bad_configs(checkpoint_dir, tmp_path):
+    copy = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_dir, copy)
+    (copy / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    (copy / "Qwen3-Embedding-0.6B" / "config.json").write_text("{")
+    (copy / "acestep-v15-turbo" / "config.json").write_text("{}")
+    lines = [str(p) for p in check_checkpoint(copy)]
+    text = "\n".join(lines)
+    assert f"{copy}/vae/diffusion_pytorch_model.safetensors: missing" in lines, text
+    assert any(line.startswith(f"{copy}/Qwen3-Embedding-0.6B/config.json: not a valid JSON file") for line in lines)
+    assert any(line.startswith(f"{copy}/acestep-v15-turbo/config.json: field '") and "is missing" in line
+               for line in lines), text
+    assert [str(p) for p in check_checkpoint(tmp_path / "nowhere")] == [f"{tmp_path / 'nowhere'}: not a folder"]
+
+
+def test_cli_reports_and_exits_2(damaged, checkpoint_dir):
+    cmd = [sys.executable, "-m", "acestep_parity.cli", "check-checkpoint"]
+    bad = subprocess.run([*cmd, str(damaged)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2, bad.stderr
+    assert "Traceback" not in bad.stderr and "truncated" in bad.stdout and "problem(s)" in bad.stderr
+    good = subprocess.run([*cmd, str(checkpoint_dir)], capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0 and "no problem" in good.stdout, good.stdout + good.stderr
