@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acestep_ort.host.lm_vocab import LM_DIR
+from acestep_ort.host.lm_tokenizer import LM_DIR
 
 DIT_DIR = "acestep-v15-turbo"
 VAE_DIR = "vae"
@@ -367,7 +367,7 @@ def lm_file_hashes(root: Path, genres_path: Path | None = None) -> dict[str, str
 
     root = Path(root)
     out = {f"{LM_DIR}/{name}": sha256_file(root / LM_DIR / name) for name in LM_FILES}
-    from acestep_ort.host.lm_vocab import genres_path as default_genres
+    from acestep_ort.host.lm_tokenizer import genres_path as default_genres
 
     genres = Path(genres_path) if genres_path else default_genres(root)
     out["genres_vocab.txt"] = sha256_file(genres)

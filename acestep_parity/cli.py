@@ -33,7 +33,7 @@ def cmd_freeze(args: argparse.Namespace) -> int:
     hashes = file_hashes(ckpt)
     cid = checkpoint_id(ckpt, hashes)
     store = GoldenStore(Path(args.golden_dir) / cid, cid, hashes, ckpt if args.checkpoint_dir else None)
-    from acestep_ort.host.planner import golden_planner_record
+    from acestep_ort.host.lm_planner import golden_planner_record
     from acestep_parity.checkpoint import has_lm, lm_file_hashes
 
     tasks = ("text2music", "simple_mode") if has_lm(ckpt) else ("text2music",)

@@ -68,7 +68,7 @@ def _measure(backend: str, root: Path, onnx_dir: Path, steps: int, threads: int)
     import numpy as np
 
     from acestep_ort.host import lm_prompt
-    from acestep_ort.host.lm_vocab import LM_DIR, FastTokenizer
+    from acestep_ort.host.lm_tokenizer import LM_DIR, FastTokenizer
 
     tok = FastTokenizer(root / LM_DIR)
     prompt = np.asarray(tok.encode_prompt(lm_prompt.inspiration_prompt("a happy birthday song for my sister", False)),

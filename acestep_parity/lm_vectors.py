@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from acestep_ort.host import lm_parse, lm_prompt, planner
+from acestep_ort.host import lm_parse, lm_planner, lm_prompt
 from acestep_ort.host.case import discover_cases
 from acestep_ort.host.lm_fsm import FIXED_STRINGS, FsmTables, LmFsm, load_genres
-from acestep_ort.host.lm_vocab import GENRES_FILE, LM_DIR, FastTokenizer
+from acestep_ort.host.lm_tokenizer import GENRES_FILE, LM_DIR, FastTokenizer
 from acestep_parity import paths
 
 FILL = np.float32(-1.0e4)
@@ -38,7 +38,7 @@ RANDOM_K = 10
 
 
 class RecordingTokenizer:
-    """:class:`acestep_ort.host.lm_vocab.LmTokenizer` that records every ``encode`` call."""
+    """:class:`acestep_ort.host.lm_tokenizer.LmTokenizer` that records every ``encode`` call."""
 
     def __init__(self, tok: FastTokenizer):
         self.tok = tok
@@ -86,7 +86,7 @@ def _step_record(fsm: LmFsm, ids: list[int], values: np.ndarray, vocab: int, his
     fsm.update(chosen)
     n = int(allowed.sum())
     rec = {"ids": _ids(ids), "bits": _bits(values), "token": chosen, "allowed_count": n,
-           "digest": str(planner.mask_digests(allowed[None])[0]),
+           "digest": str(lm_planner.mask_digests(allowed[None])[0]),
            "allowed": _ids(np.flatnonzero(allowed)) if n <= SMALL_SET else None,
            "masked_bits": _bits(masked[np.asarray(ids, dtype=np.int64)])}
     return rec, chosen
@@ -112,9 +112,9 @@ def _case_run(tok: RecordingTokenizer, genres: list[str], checkpoint: Path, case
     golden = _golden_arrays(checkpoint, case.id)
     if golden is None:
         return None
-    req = planner.case_request(case)
+    req = lm_planner.case_request(case)
     tables = FsmTables(tok, genres, req.max_duration)
-    user = planner.user_metadata(req.vocal_language)
+    user = lm_planner.user_metadata(req.vocal_language)
     _record_user_values(tok, user)
     fsm = LmFsm(tables, user_metadata=user)
     vocab = len(tok)
@@ -185,7 +185,7 @@ def parse_vectors(texts) -> list[dict]:
         out.append({"text": text, "instrumental": instrumental,
                     "metadata": json.dumps(meta, ensure_ascii=False, sort_keys=True),
                     "lyrics": lm_parse.extract_lyrics(text), "sample": sample,
-                    "fields": planner.text2music_fields(sample, "unknown", 12.0)})
+                    "fields": lm_planner.text2music_fields(sample, "unknown", 12.0)})
     return out
 
 
@@ -218,15 +218,15 @@ def lm_fsm_vectors(checkpoint: Path | None = None) -> dict | None:
         if golden is not None:
             parse_texts.append((str(golden["lm_text"]), case.instrumental))
         prompts.append({"query": case.query, "instrumental": case.instrumental,
-                        "vocal_language": planner.case_vocal_language(case), "duration": case.duration,
+                        "vocal_language": lm_planner.case_vocal_language(case), "duration": case.duration,
                         "prompt": lm_prompt.inspiration_prompt(case.query, case.instrumental),
-                        "max_duration": planner.case_max_duration(case),
-                        "user_metadata": planner.user_metadata(planner.case_vocal_language(case))})
+                        "max_duration": lm_planner.case_max_duration(case),
+                        "user_metadata": lm_planner.user_metadata(lm_planner.case_vocal_language(case))})
     for query, language, duration in (("  ", " Unknown ", None), ("x", " de ", 0.0), ("", "", 600.0)):
         prompts.append({"query": query, "instrumental": True, "vocal_language": language, "duration": duration,
                         "prompt": lm_prompt.inspiration_prompt(query, True),
-                        "max_duration": planner.case_max_duration(_Dur(duration)),
-                        "user_metadata": planner.user_metadata(language)})
+                        "max_duration": lm_planner.case_max_duration(_Dur(duration)),
+                        "user_metadata": lm_planner.user_metadata(language)})
     return {
         "vocab": {"size": len(tok), "eos": tok.eos_token_id, "pad": tok.pad_token_id,
                   "decode": [tok.decode([i]) for i in range(len(tok))],

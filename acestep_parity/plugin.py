@@ -238,7 +238,7 @@ def planner_record(parity_session: ParitySession, case: Case) -> dict | None:
     """The golden-manifest record of a simple-mode case's planner inputs (None for text2music)."""
     if case.task != "simple_mode":
         return None
-    from acestep_ort.host.planner import golden_planner_record
+    from acestep_ort.host.lm_planner import golden_planner_record
     from acestep_parity.checkpoint import lm_file_hashes
 
     return golden_planner_record(lm_file_hashes(parity_session.checkpoint[0]), case)

@@ -93,7 +93,7 @@ def with_lm_hashes(checkpoint_dir: Path, checkpoint_hashes: dict[str, str]) -> d
 
 def available_graphs(checkpoint_hashes: dict[str, str]) -> list[str]:
     """Every graph, minus the LM graphs when the (extended) hashes show no planner folder."""
-    from acestep_ort.host.lm_vocab import LM_DIR
+    from acestep_ort.host.lm_tokenizer import LM_DIR
 
     lm = any(k.startswith(f"{LM_DIR}/") for k in checkpoint_hashes)
     return [n for n in GRAPH_SPECS if lm or n not in LM_GRAPHS]

@@ -37,7 +37,7 @@ CAPTURES = (
     "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "schedule",
     "noise", "xt", "vt", "pred_latents", "audio_decoded", "audio",
 )
-# What a simple_mode run captures besides CAPTURES: the planner's (acestep_ort.host.planner.captures).
+# What a simple_mode run captures besides CAPTURES: the planner's (acestep_ort.host.lm_planner.captures).
 LM_CAPTURES = (
     "lm_prompt_ids", "lm_tokens", "lm_logits", "lm_topk_ids", "lm_topk_logits", "lm_allowed", "lm_mask_digests",
     "lm_margins", "lm_text", "lm_metadata",
@@ -378,14 +378,14 @@ def lm_context(ffi, host_module, dll):
 def test_lm_functions_equal_the_python_fsm(lm_context, py_ort, case, runnable_case, record_property):
     """The library's FSM on the raw logits py_ort recorded masks exactly what the Python FSM allowed (allowed
     logits unchanged, bit for bit), and the token stream finalizes to the same text and metadata JSON."""
-    from acestep_ort.host import planner
+    from acestep_ort.host import lm_planner
 
     if runnable_case.task != "simple_mode":
         pytest.skip(f"{runnable_case.id} has no LM stage (text2music)")
     run = py_ort.run_case(runnable_case).arrays
     info = lm_context.lm_reset({"query": runnable_case.query, "instrumental": runnable_case.instrumental,
-                                "vocal_language": planner.case_vocal_language(runnable_case),
-                                "max_duration": planner.case_max_duration(runnable_case)})
+                                "vocal_language": lm_planner.case_vocal_language(runnable_case),
+                                "max_duration": lm_planner.case_max_duration(runnable_case)})
     assert info["prompt_ids"] == run["lm_prompt_ids"].tolist()
     logits, tokens, allowed = run["lm_logits"], run["lm_tokens"], run["lm_allowed"]
     differing = []
@@ -440,7 +440,7 @@ def test_planned_request_needs_a_simple_mode_case_and_vocabulary_ids(ffi, host_m
 def test_csharp_host_replays_recorded_inputs_bit_equal(library, dll, py_ort, lm_context, tmp_path, record_property):
     """C# through P/Invoke: request preparation, noise, scheduler steps on py_ort's recorded xt/vt,
     post-processing, LM constraints on recorded logits and metadata, all equal to Python's bit for bit."""
-    from acestep_ort.host import planner
+    from acestep_ort.host import lm_planner
     from acestep_ort.host.case import load_case
 
     mcs, mono = shutil.which("mcs"), shutil.which("mono")
@@ -461,8 +461,8 @@ def test_csharp_host_replays_recorded_inputs_bit_equal(library, dll, py_ort, lm_
     lm_case = load_case(paths.CASES_DIR / "simple_mode_01.json")
     lm_ref = py_ort.run_case(lm_case).arrays
     options = {"query": lm_case.query, "instrumental": lm_case.instrumental,
-               "vocal_language": planner.case_vocal_language(lm_case),
-               "max_duration": planner.case_max_duration(lm_case)}
+               "vocal_language": lm_planner.case_vocal_language(lm_case),
+               "max_duration": lm_planner.case_max_duration(lm_case)}
     (replay / "lm_options.json").write_text(json.dumps(options), encoding="utf-8")
     lm_ref["lm_logits"].astype(np.float32).tofile(replay / "lm_logits.bin")
     lm_ref["lm_tokens"].astype(np.int64).tofile(replay / "lm_tokens.bin")

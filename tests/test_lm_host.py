@@ -13,9 +13,9 @@ import shutil
 import numpy as np
 import pytest
 
-from acestep_ort.host import lm_parse, lm_prompt, planner
+from acestep_ort.host import lm_parse, lm_planner, lm_prompt
 from acestep_ort.host.lm_fsm import FsmTables, LmFsm, S, load_genres
-from acestep_ort.host.lm_vocab import GENRES_FILE, LM_DIR, FastTokenizer
+from acestep_ort.host.lm_tokenizer import GENRES_FILE, LM_DIR, FastTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -276,25 +276,25 @@ def test_parse_rules():
 
 def test_sampling_chain():
     scores = np.array([1.0, 3.0, 2.0, -np.inf], dtype=np.float32)
-    assert planner.top_k_filter(scores, 2).tolist() == [-np.inf, 3.0, 2.0, -np.inf]
-    kept = planner.top_p_filter(scores, 0.5)
+    assert lm_planner.top_k_filter(scores, 2).tolist() == [-np.inf, 3.0, 2.0, -np.inf]
+    kept = lm_planner.top_p_filter(scores, 0.5)
     assert np.isfinite(kept).tolist() == [False, True, False, False]
-    pen = planner.repetition_penalty([0, 0, 1], np.array([-1.0, 2.0, 3.0], np.float32), 2.0)
+    pen = lm_planner.repetition_penalty([0, 0, 1], np.array([-1.0, 2.0, 3.0], np.float32), 2.0)
     assert pen.tolist() == [-2.0, 1.0, 3.0]
-    draws = [planner.seeded_sample(scores, 1.0, np.random.Generator(np.random.PCG64(7))) for _ in range(3)]
+    draws = [lm_planner.seeded_sample(scores, 1.0, np.random.Generator(np.random.PCG64(7))) for _ in range(3)]
     assert len(set(draws)) == 1 and draws[0] != 3
     rng = np.random.Generator(np.random.PCG64(0))
-    counts = np.bincount([planner.seeded_sample(scores, 1.0, rng) for _ in range(4000)], minlength=4)
+    counts = np.bincount([lm_planner.seeded_sample(scores, 1.0, rng) for _ in range(4000)], minlength=4)
     probs = np.exp([1.0, 3.0, 2.0]) / np.exp([1.0, 3.0, 2.0]).sum()
     deviation = np.abs(counts[:3] / 4000 - probs).max()
     assert counts[3] == 0 and deviation < 4 * np.sqrt(0.25 / 4000)  # within 4 sigma of the softmax
-    assert planner.margin(np.array([1.0, 3.0, -np.inf], np.float32)) == 2.0
-    assert planner.margin(np.array([1.0, -np.inf], np.float32)) == float("inf")
+    assert lm_planner.margin(np.array([1.0, 3.0, -np.inf], np.float32)) == 2.0
+    assert lm_planner.margin(np.array([1.0, -np.inf], np.float32)) == float("inf")
 
 
 def test_user_metadata_rule():
-    assert planner.user_metadata(None) == {} and planner.user_metadata(" unknown ") == {}
-    assert planner.user_metadata(" fr ") == {"language": "fr"}
+    assert lm_planner.user_metadata(None) == {} and lm_planner.user_metadata(" unknown ") == {}
+    assert lm_planner.user_metadata(" fr ") == {"language": "fr"}
 
 
 # ----------------------------------------------------------------------------- torch-free planner
@@ -383,5 +383,5 @@ def test_simple_mode_case_without_duration_gets_the_cpu_tier(tmp_path):
     path = tmp_path / "simple_mode_y.json"
     path.write_text(json.dumps({"id": "simple_mode_y", "task": "simple_mode", "query": "q", "seeds": [1]}))
     case = load_case(path)
-    assert planner.case_request(case).max_duration == planner.CPU_MAX_DURATION == 240
-    assert planner.text2music_fields({"caption": "c"}, "unknown", case.duration)["duration"] is None
+    assert lm_planner.case_request(case).max_duration == lm_planner.CPU_MAX_DURATION == 240
+    assert lm_planner.text2music_fields({"caption": "c"}, "unknown", case.duration)["duration"] is None

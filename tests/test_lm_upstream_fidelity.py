@@ -132,11 +132,11 @@ def reference_lm(lm_root):
 
 def test_upstream_lm_create_sample(upstream_handler, reference_lm, lm_root, lm_case, record_property):
     """Same prompt, token stream, text and metadata as upstream's ``create_sample_from_query`` (greedy)."""
-    from acestep_ort.host import planner
+    from acestep_ort.host import lm_planner
     from acestep_parity.torch_ref.planner import plan_case
 
     upstream_handler.constrained_processor.set_max_duration(int(lm_case.duration))
-    vocal = planner.case_vocal_language(lm_case)
+    vocal = lm_planner.case_vocal_language(lm_case)
     metadata, status = upstream_handler.create_sample_from_query(
         lm_case.query, instrumental=lm_case.instrumental, vocal_language=vocal, temperature=0.0)
     assert metadata, status

@@ -154,7 +154,7 @@ TOKEN_TEXTS = [
 
 def test_token_ids_equal_python(binary, onnx_dir):
     """Token ids from the Rust tokenizer equal Python's for special-token strings, Unicode, truncation."""
-    from acestep_ort.tokenizer import TextTokenizer
+    from acestep_ort.host.tokenizer import TextTokenizer
 
     tok = TextTokenizer(onnx_dir / "tokenizer.json", onnx_dir / "tokenizer_config.json")
     items = []

@@ -68,7 +68,7 @@ class Backend:
 
     def lm_teacher_logits(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """Planner logits of every step with the reference tokens fed in (simple mode), ``[steps, V]``."""
-        from acestep_ort.host.planner import teacher_forced_logits
+        from acestep_ort.host.lm_planner import teacher_forced_logits
 
         return teacher_forced_logits(self.engine.lm, prompt_ids, tokens)
 

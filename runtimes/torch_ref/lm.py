@@ -2,7 +2,7 @@
 
 Upstream (``LLMHandler._forward_pass`` in ``acestep/llm_inference.py``) calls the model on the whole prompt with an
 all-ones attention mask, then on the last token only with ``past_key_values``; the logits of the last position
-drive the host loop (:mod:`acestep_ort.host.planner`). The tokenizer is transformers' ``AutoTokenizer`` (fast),
+drive the host loop (:mod:`acestep_ort.host.lm_planner`). The tokenizer is transformers' ``AutoTokenizer`` (fast),
 and the prompt comes from the checkpoint's own chat template, both as upstream uses them.
 """
 
@@ -19,7 +19,7 @@ from acestep_parity.checkpoint import LM_DIR, load_lm
 
 
 class HFTokenizer:
-    """:class:`acestep_ort.host.lm_vocab.LmTokenizer` over transformers' ``AutoTokenizer``."""
+    """:class:`acestep_ort.host.lm_tokenizer.LmTokenizer` over transformers' ``AutoTokenizer``."""
 
     def __init__(self, folder: Path):
         from transformers import AutoTokenizer
@@ -48,7 +48,7 @@ class HFTokenizer:
 
 
 class TorchLm:
-    """:class:`acestep_ort.host.planner.LmEngine` on ``Qwen3ForCausalLM`` (CPU, float32, DynamicCache)."""
+    """:class:`acestep_ort.host.lm_planner.LmEngine` on ``Qwen3ForCausalLM`` (CPU, float32, DynamicCache)."""
 
     def __init__(self, root: Path, model=None, config: dict | None = None):
         self.root = Path(root)

@@ -107,7 +107,7 @@ class TorchEngine:
 
     def generate_simple(self, case, progress=None) -> Captures:
         """Simple mode: planner (chat template of the checkpoint, as upstream), then text2music."""
-        from acestep_ort.host.planner import run_simple_mode
+        from acestep_ort.host.lm_planner import run_simple_mode
 
         prompt = self.lm.tokenizer.chat_prompt(case.query, case.instrumental)
         return run_simple_mode(self.lm, self.lm.tokenizer, self.models.root, case,

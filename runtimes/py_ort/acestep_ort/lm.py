@@ -1,7 +1,7 @@
 """The 5 Hz LM planner on ONNX Runtime: ``lm_prefill.onnx`` once, then ``lm_decode.onnx`` per token on the
 KV cache (``present_*`` fed back as ``past_*``; the prefix is never recomputed). Torch-free.
 
-Host logic (prompt, FSM, sampler, parsing) is :mod:`acestep_ort.host.planner`, shared with the reference. The
+Host logic (prompt, FSM, sampler, parsing) is :mod:`acestep_ort.host.lm_planner`, shared with the reference. The
 tokenizer is the checkpoint's LM ``tokenizer.json`` through the ``tokenizers`` library; the prompt is the host's
 rendering of Qwen3's chat template (the reference uses the checkpoint's template; a test asserts they agree).
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from acestep_ort.host import planner
-from acestep_ort.host.lm_vocab import LM_DIR, FastTokenizer
+from acestep_ort.host import lm_planner
+from acestep_ort.host.lm_tokenizer import LM_DIR, FastTokenizer
 from acestep_ort.host.pipeline import Captures
 from acestep_ort.session_manager import GraphContractError, SessionConfig, SessionManager
 
@@ -23,7 +23,7 @@ LM_GRAPHS = ("lm_prefill", "lm_decode")
 
 
 class OrtLm:
-    """:class:`acestep_ort.host.planner.LmEngine` on the two LM graphs."""
+    """:class:`acestep_ort.host.lm_planner.LmEngine` on the two LM graphs."""
 
     def __init__(self, onnx_dir: Path, config: SessionConfig | None = None):
         onnx_dir = Path(onnx_dir)
@@ -58,10 +58,10 @@ class OrtLm:
         logits, self._keys, self._values = self.sessions.run("lm_decode", feeds)
         return logits[0]
 
-    def plan(self, case) -> planner.PlannerResult:
-        req = planner.case_request(case)
-        tables = planner.fsm_tables(self.tokenizer, self.onnx_dir, req.max_duration)
-        return planner.run_planner(self, self.tokenizer, tables, req)
+    def plan(self, case) -> lm_planner.PlannerResult:
+        req = lm_planner.case_request(case)
+        tables = lm_planner.fsm_tables(self.tokenizer, self.onnx_dir, req.max_duration)
+        return lm_planner.run_planner(self, self.tokenizer, tables, req)
 
     def simple_mode(self, case, text2music) -> Captures:
-        return planner.run_simple_mode(self, self.tokenizer, self.onnx_dir, case, text2music)
+        return lm_planner.run_simple_mode(self, self.tokenizer, self.onnx_dir, case, text2music)

@@ -15,9 +15,9 @@ from acestep_ort.host.assets import missing_assets
 from acestep_ort.host.noise import prepare_noise
 from acestep_ort.host.pipeline import Captures, GenerationRequest, run_text2music
 from acestep_ort.host.tiling import VaeChunking, VaeShape
+from acestep_ort.host.tokenizer import TextTokenizer
 from acestep_ort.host.torch_file import load_tensor
 from acestep_ort.session_manager import SessionConfig, SessionManager
-from acestep_ort.tokenizer import TextTokenizer
 
 
 class OrtEngine:

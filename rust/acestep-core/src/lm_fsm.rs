@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::pyfmt::{is_py_space, py_strip};
 
-/// Upstream constants (`acestep/constants.py`, 82252c2), as in `runtimes/py_ort/acestep_ort/host/lm_vocab.py`.
+/// Upstream constants (`acestep/constants.py`, 82252c2), as in `runtimes/py_ort/acestep_ort/host/lm_tokenizer.py`.
 pub const VALID_LANGUAGES: [&str; 51] = [
     "ar", "az", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hr", "ht", "hu",
     "id", "is", "it", "ja", "ko", "la", "lt", "ms", "ne", "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa", "sk", "sr",

@@ -1,5 +1,5 @@
 //! Simple mode's planner host logic around the FSM: the Rust twin of `runtimes/py_ort/acestep_ort/host/lm_prompt.py` and the
-//! loop pieces of `runtimes/py_ort/acestep_ort/host/planner.py` (upstream `build_formatted_prompt_for_inspiration`,
+//! loop pieces of `runtimes/py_ort/acestep_ort/host/lm_planner.py` (upstream `build_formatted_prompt_for_inspiration`,
 //! `_compute_max_new_tokens`, `_generate_with_constrained_decoding`'s processors, 82252c2).
 //!
 //! Per step: FSM ([`crate::lm_fsm::LmFsm::apply`]) on the raw logits -> [`repetition_penalty`] ->

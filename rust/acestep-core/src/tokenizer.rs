@@ -1,5 +1,5 @@
 //! Tokenization (shared by `acestep-ort` and the C-ABI library `acestep-ffi`) with the folder's `tokenizer.json` through the `tokenizers` crate — the same Rust code
-//! (0.22) that Python's `tokenizers` wheel runs. Port of `runtimes/py_ort/acestep_ort/tokenizer.py`: no padding,
+//! (0.22) that Python's `tokenizers` wheel runs. Port of `runtimes/py_ort/acestep_ort/host/tokenizer.py`: no padding,
 //! right truncation to `max_length` (the post-processor's `<|endoftext|>` is kept), pad id from
 //! `tokenizer_config.json`.
 

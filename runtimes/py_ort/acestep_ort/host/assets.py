@@ -49,7 +49,7 @@ def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> list[Path]:
         written.append(target)
     written.append(write_silence_latent_npy(Path(onnx_dir) / "silence_latent.pt",
                                             Path(onnx_dir) / "silence_latent.npy"))
-    from acestep_ort.host.lm_vocab import LM_DIR, genres_path
+    from acestep_ort.host.lm_tokenizer import LM_DIR, genres_path
 
     if (Path(checkpoint_dir) / LM_DIR / "config.json").is_file():
         (Path(onnx_dir) / LM_DIR).mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def copy_runtime_assets(checkpoint_dir: Path, onnx_dir: Path) -> list[Path]:
 def asset_records(onnx_dir: Path) -> dict[str, dict]:
     """Manifest entries of every asset present in ``onnx_dir``: ``{name: {"file", "bytes", "sha256"}}``."""
     records = {}
-    from acestep_ort.host.lm_vocab import LM_DIR
+    from acestep_ort.host.lm_tokenizer import LM_DIR
 
     for name in (*ASSETS, *DERIVED_ASSETS, *(f"{LM_DIR}/{n}" for n in LM_ASSETS)):
         path = Path(onnx_dir) / name

@@ -27,8 +27,8 @@ from enum import Enum
 
 import numpy as np
 
-from acestep_ort.host import lm_vocab as C
-from acestep_ort.host.lm_vocab import LmTokenizer
+from acestep_ort.host import lm_tokenizer as C
+from acestep_ort.host.lm_tokenizer import LmTokenizer
 
 NEG_INF = np.float32(-np.inf)
 _AUDIO_CODE_RE = re.compile(r"^<\|audio_code_(\d+)\|>$")

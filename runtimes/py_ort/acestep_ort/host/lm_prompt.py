@@ -14,7 +14,7 @@ checkpoint with another template is caught rather than silently mis-prompted.
 
 from __future__ import annotations
 
-from acestep_ort.host.lm_vocab import DEFAULT_LM_INSPIRED_INSTRUCTION, DURATION_MAX, DURATION_MIN
+from acestep_ort.host.lm_tokenizer import DEFAULT_LM_INSPIRED_INSTRUCTION, DURATION_MAX, DURATION_MIN
 
 EMPTY_QUERY = "NO USER INPUT"
 MAX_MODEL_LEN = 4096  # LLMHandler.__init__ (pt backend; nano-vllm picks 2048/4096 by GPU)

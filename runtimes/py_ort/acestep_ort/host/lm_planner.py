@@ -29,7 +29,7 @@ import numpy as np
 
 from acestep_ort.host import lm_parse, lm_prompt
 from acestep_ort.host.lm_fsm import FsmTables, LmFsm, load_genres
-from acestep_ort.host.lm_vocab import LmTokenizer, genres_path
+from acestep_ort.host.lm_tokenizer import LmTokenizer, genres_path
 from acestep_ort.host.pipeline import Captures, GenerationRequest
 
 TOPK_STORED = 8  # per-step raw logits kept in the golden (ids + values)
