@@ -109,6 +109,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.addinivalue_line("markers", "parity: a parity test that compares a backend against a reference")
     config.addinivalue_line("markers", "slow: slow test, not part of the default run (select with -m slow)")
+    explicit = config.getoption("--checkpoint-dir")
+    if explicit:  # a wrong folder is one usage error, not one setup traceback per test
+        from acestep_parity.checkpoint import CheckpointError, check_layout
+
+        try:
+            check_layout(Path(explicit).expanduser())
+        except CheckpointError as exc:
+            raise pytest.UsageError(f"--checkpoint-dir: {exc}") from None
     cases = discover_cases(Path(config.getoption("--cases-dir")), config.getoption("case_globs"))
     config.stash[_SESSION_KEY] = ParitySession(config=config, cases=cases,
                                                tolerances=Tolerances.load(paths.TOLERANCE_FILE))

@@ -90,3 +90,17 @@ def test_cli_reports_and_exits_2(damaged, checkpoint_dir):
     assert "Traceback" not in bad.stderr and "truncated" in bad.stdout and "problem(s)" in bad.stderr
     good = subprocess.run([*cmd, str(checkpoint_dir)], capture_output=True, text=True, timeout=300)
     assert good.returncode == 0 and "no problem" in good.stdout, good.stdout + good.stderr
+
+
+def test_pytest_with_a_wrong_checkpoint_dir_is_one_usage_error(tmp_path):
+    """``pytest --checkpoint-dir <empty folder>``: one usage error naming the option and the missing files,
+    before any test runs (it was one FileNotFoundError traceback per test)."""
+    from acestep_parity import paths
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "pytest", f"--checkpoint-dir={empty}", "-q", "-p", "no:cacheprovider",
+                           "tests/test_framework.py"], cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out[-2000:]
+    assert "ERROR: --checkpoint-dir:" in out and "acestep-v15-turbo/config.json" in out and "Traceback" not in out
