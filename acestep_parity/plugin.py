@@ -252,7 +252,7 @@ def planner_record(parity_session: ParitySession, case: Case) -> dict | None:
     return golden_planner_record(lm_file_hashes(parity_session.checkpoint[0]), case)
 
 
-def _available_backend(parity_session: ParitySession, name: str, profile: str, role: str,
+def available_backend(parity_session: ParitySession, name: str, profile: str, role: str,
                        case: Case | None = None) -> Backend:
     if name not in REGISTRY:
         pytest.skip(f"{role} backend {name} is not part of this checkout")
@@ -260,8 +260,6 @@ def _available_backend(parity_session: ParitySession, name: str, profile: str, r
     availability = instance.availability()
     if not availability.ok:
         pytest.skip(f"{role} backend {name} ({profile}) unavailable: {availability.reason}")
-    if isinstance(case, Case) and case.task not in instance.tasks:
-        pytest.skip(f"{role} backend {name} cannot run {case.id}: {instance.missing_task_reason}")
     return instance
 
 
@@ -279,7 +277,7 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 def backend(parity_session: ParitySession, backend_name: str, profile: str, request: pytest.FixtureRequest) -> Backend:
     """The backend under test; skips (never passes) when it cannot run here (or cannot run the case's task),
     saying why and how to build it."""
-    return _available_backend(parity_session, backend_name, profile, "candidate", _requested_case(request))
+    return available_backend(parity_session, backend_name, profile, "candidate", _requested_case(request))
 
 
 @pytest.fixture
@@ -290,7 +288,7 @@ def reference(parity_session: ParitySession, pair: Pair, profile: str, runnable_
     if not pair.live:
         return request.getfixturevalue("golden")
     ref_profile = profile if pair.reference != "torch" else "fp32"
-    instance = _available_backend(parity_session, pair.reference, ref_profile, "reference", runnable_case)
+    instance = available_backend(parity_session, pair.reference, ref_profile, "reference", runnable_case)
     return instance.run_case(runnable_case).arrays
 
 

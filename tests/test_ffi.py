@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from parity_test_helpers import backend_or_skip
 
 from acestep_parity import paths
 from acestep_parity.backends.dll import BUILD_HINT, find_library, load_host_module
@@ -64,11 +65,7 @@ def ffi(library, host_module):
 
 
 def _backend(parity_session, name: str):
-    backend = parity_session.backend(name, "fp32")
-    availability = backend.availability()
-    if not availability.ok:
-        pytest.skip(f"backend {name} unavailable: {availability.reason}")
-    return backend
+    return backend_or_skip(parity_session, name)
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +222,6 @@ def test_step_inputs_and_scheduler_step_follow_the_schedule(context):
 def test_dll_captures_match_py_ort(dll, py_ort, case, runnable_case, record_property):
     """Every capture of the Python DLL host equals py_ort's (same graphs, same libonnxruntime and options); in
     simple mode the planner's captures too (the LM loop on the library's prompt, FSM and hand-off)."""
-    if runnable_case.task not in dll.tasks:
-        pytest.skip(f"dll cannot run {runnable_case.id}: {dll.missing_task_reason}")
     ours, ref = dll.run_case(runnable_case).arrays, py_ort.run_case(runnable_case).arrays
     names = CAPTURES + (LM_CAPTURES if runnable_case.task == "simple_mode" else ())
     assert sorted(ours) == sorted(names) and set(ref) >= set(names)

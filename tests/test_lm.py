@@ -17,6 +17,7 @@ import json
 
 import numpy as np
 import pytest
+from parity_test_helpers import backend_or_skip
 
 from acestep_ort.host.case import Case
 from acestep_parity import parity
@@ -70,17 +71,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _backend(parity_session, name: str):
-    from acestep_parity.backends import REGISTRY
-
-    if name not in REGISTRY:
-        pytest.skip(f"backend {name} is not part of this checkout (no runtimes/{name} package)")
-    instance = parity_session.backend(name, PROFILE)
-    availability = instance.availability()
-    if not availability.ok:
-        pytest.skip(f"backend {name} ({PROFILE}) unavailable: {availability.reason}")
-    if "simple_mode" not in instance.tasks:
-        pytest.skip(f"backend {name}: {instance.missing_task_reason}")
-    return instance
+    return backend_or_skip(parity_session, name, PROFILE)
 
 
 @pytest.fixture

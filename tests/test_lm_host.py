@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from parity_test_helpers import TORCH_BLOCKER, backend_or_skip
 
 from acestep_ort.host import lm_parse, lm_planner, lm_prompt
 from acestep_ort.host.lm_fsm import FsmTables, LmFsm, S, load_genres
@@ -299,15 +300,8 @@ def test_user_metadata_rule():
 
 # ----------------------------------------------------------------------------- torch-free planner
 
-_BLOCKED_PLAN = """
-import importlib.abc, json, sys
-BLOCKED = ("torch", "transformers", "diffusers", "safetensors", "onnxscript")
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"blocked import of {name} (the runtime must not need it)")
-        return None
-sys.meta_path.insert(0, Block())
+_BLOCKED_PLAN = TORCH_BLOCKER + """
+import json
 from pathlib import Path
 from acestep_ort.host.case import load_case
 from acestep_ort.lm import OrtLm
@@ -323,13 +317,7 @@ def test_py_ort_planner_is_torch_free(parity_session):
     import sys
 
     from acestep_parity import paths
-    from acestep_parity.backends import REGISTRY
-
-    if "py_ort" not in REGISTRY:
-        pytest.skip("py_ort backend not registered")
-    backend = parity_session.backend("py_ort", "fp32")
-    if not backend.availability().ok:
-        pytest.skip(backend.availability().reason)
+    backend = backend_or_skip(parity_session, "py_ort")
     case_path = paths.CASES_DIR / "simple_mode_05.json"
     proc = subprocess.run([sys.executable, "-c", _BLOCKED_PLAN, str(backend.onnx_dir), str(case_path)],
                           capture_output=True, text=True, timeout=600, cwd=str(paths.REPO_ROOT))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from parity_test_helpers import backend_or_skip
 
 from acestep_parity import paths
 
@@ -95,11 +96,7 @@ def runtime_only_venv(wheels, clean_venv) -> Path:
 
 @pytest.fixture(scope="module")
 def exported_folder(parity_session) -> Path:
-    backend = parity_session.backend("py_ort", "fp32")
-    availability = backend.availability()
-    if not availability.ok:
-        pytest.skip(f"py_ort unavailable: {availability.reason}")
-    return backend.onnx_dir
+    return backend_or_skip(parity_session, "py_ort").onnx_dir
 
 
 def test_runtime_wheel_generates_a_case_without_torch(runtime_only_venv, exported_folder, tmp_path, parity_session,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from parity_test_helpers import TORCH_BLOCKER, backend_or_skip
 
 try:  # Python 3.11+
     import tomllib
@@ -18,18 +19,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser from PyPI (test extr
 from acestep_ort.host.case import load_case
 from acestep_parity import paths
 
-BLOCKER = """
-import importlib.abc, sys
-BLOCKED = ("torch", "transformers", "diffusers", "safetensors", "onnxscript")
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"blocked import of {name} (the runtime must not need it)")
-        return None
-sys.meta_path.insert(0, Block())
-"""
-
-RUN_CASE = BLOCKER + """
+RUN_CASE = TORCH_BLOCKER + """
 import json, sys
 import numpy as np
 from pathlib import Path
@@ -45,19 +35,7 @@ print(json.dumps({"heavy_modules": loaded}))
 
 @pytest.fixture(scope="module")
 def ort_backend(parity_session):
-    backend = parity_session.backend("py_ort", "fp32") if "py_ort" in _registry() else None
-    if backend is None:
-        pytest.skip("py_ort backend not registered")
-    availability = backend.availability()
-    if not availability.ok:
-        pytest.skip(availability.reason)
-    return backend
-
-
-def _registry():
-    from acestep_parity.backends import REGISTRY
-
-    return REGISTRY
+    return backend_or_skip(parity_session, "py_ort")
 
 
 def test_runtime_dependency_set_is_minimal():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from parity_test_helpers import backend_or_skip
 
 from acestep_ort.host import prompts
 from acestep_parity import paths, rust_vectors
@@ -64,11 +65,7 @@ def test_noise_vectors_cover_the_issue_seeds_and_sizes():
 
 @pytest.fixture(scope="module")
 def rust(parity_session):
-    backend = parity_session.backend("rust", "fp32")
-    availability = backend.availability()
-    if not availability.ok:
-        pytest.skip(f"backend rust unavailable: {availability.reason}")
-    return backend
+    return backend_or_skip(parity_session, "rust")
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +107,6 @@ def test_dump_matches_py_ort_captures(rust, py_ort, case, runnable_case, check, 
     before anti-clipping and normalisation); for simple_mode cases also every LM capture (token stream, raw
     logits of every step, allowed masks and digests, margins, text, metadata).
     """
-    if runnable_case.task not in rust.tasks:
-        pytest.skip(f"rust cannot run {runnable_case.id}: {rust.missing_task_reason}")
     ours, ref = rust.run_case(runnable_case).arrays, py_ort.run_case(runnable_case).arrays
     names = CAPTURES + (LM_CAPTURES if runnable_case.task == "simple_mode" else ())
     assert list(ours) == list(ref) == list(names)

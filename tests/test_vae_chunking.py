@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import pytest
+from parity_test_helpers import backend_or_skip
 
 from acestep_ort.host import tiling
 from acestep_parity import paths
@@ -32,15 +33,7 @@ _UPSTREAM: dict[str, np.ndarray] = {}
 
 @pytest.fixture(scope="module")
 def ort_engine(parity_session):
-    from acestep_parity.backends import REGISTRY
-
-    if "py_ort" not in REGISTRY:
-        pytest.skip("py_ort backend not registered")
-    backend = parity_session.backend("py_ort", "fp32")
-    availability = backend.availability()
-    if not availability.ok:
-        pytest.skip(f"py_ort unavailable: {availability.reason}")
-    return backend.engine
+    return backend_or_skip(parity_session, "py_ort").engine
 
 
 @pytest.fixture(scope="module")

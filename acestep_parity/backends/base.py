@@ -41,10 +41,6 @@ class Backend:
     """Base class; subclasses set ``name`` and implement the three methods."""
 
     name = "base"
-    profiles: tuple[str, ...] = ("fp32",)
-    # Case tasks the backend runs; a case of another task skips on it, saying why (simple mode needs an LM stage).
-    tasks: tuple[str, ...] = ("text2music", "simple_mode")
-    missing_task_reason = "it has no 5 Hz LM planner stage yet (simple mode)"
 
     def __init__(self, ctx: BackendContext):
         self.ctx = ctx
@@ -88,15 +84,6 @@ class EngineBackend(Backend):
 
     def dit_step(self, xt, t, encoder_hidden_states, context_latents):
         return self.engine.dit(xt, t, encoder_hidden_states, context_latents)
-
-
-class NotBuiltBackend(Backend):
-    """A registered backend whose runtime does not exist in this checkout yet; it always skips, saying so."""
-
-    how_to_build = ""
-
-    def availability(self) -> Availability:
-        return Availability(False, self.how_to_build)
 
 
 REGISTRY: dict[str, type[Backend]] = {}
