@@ -15,17 +15,19 @@ import numpy as np
 
 from acestep_parity.exporters.specs import ORT, GraphSpec, OrtSettings
 
+_LEVELS = {"ORT_DISABLE_ALL": "disable", "ORT_ENABLE_BASIC": "basic", "ORT_ENABLE_EXTENDED": "extended",
+           "ORT_ENABLE_ALL": "all"}
+
 
 def session_options(settings: OrtSettings = ORT):
-    import onnxruntime as ort
+    """The export tests' pinned settings, built by the runtime's one options builder (``SessionConfig``)."""
+    from acestep_ort.session_manager import SessionConfig
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_num_threads
-    options.inter_op_num_threads = settings.inter_op_num_threads
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.graph_optimization_level)
-    options.execution_mode = getattr(ort.ExecutionMode, settings.execution_mode)
-    options.log_severity_level = 3
-    return options
+    if settings.execution_mode != "ORT_SEQUENTIAL":
+        raise ValueError(f"execution_mode {settings.execution_mode!r}: every session here runs sequentially")
+    return SessionConfig(intra_op_threads=settings.intra_op_num_threads,
+                         inter_op_threads=settings.inter_op_num_threads,
+                         optimization=_LEVELS[settings.graph_optimization_level]).session_options()
 
 
 def open_session(path: Path | str | bytes, settings: OrtSettings = ORT):

@@ -479,3 +479,21 @@ def test_csharp_host_replays_recorded_inputs_bit_equal(library, dll, py_ort, lm_
     final = json.loads((replay / "out_lm_final.json").read_text(encoding="utf-8"))
     assert final["metadata_json"] == str(lm_ref["lm_metadata"]) and final["text"] == str(lm_ref["lm_text"])
     record_property("lm_steps", int(len(lm_ref["lm_tokens"])))
+
+
+SESSION_OPTION_FIELDS = ("intra_op_num_threads", "inter_op_num_threads", "execution_mode", "graph_optimization_level",
+                         "enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse", "log_severity_level",
+                         "execution_order", "use_deterministic_compute")
+
+
+def test_example_host_session_options_equal_the_runtimes(host_module, monkeypatch):
+    """The standalone example host keeps its own copy of the runtime's ONNX Runtime options; it must stay equal
+    (a drifted copy, e.g. with the CPU arena on, already happened once)."""
+    from acestep_ort.session_manager import SessionConfig
+
+    for threads in ("0", "3"):
+        monkeypatch.setenv("ACESTEP_ORT_THREADS", threads)
+        host, runtime = host_module.session_options(), SessionConfig(intra_op_threads=int(threads)).session_options()
+        differ = {f: (getattr(host, f), getattr(runtime, f)) for f in SESSION_OPTION_FIELDS
+                  if getattr(host, f) != getattr(runtime, f)}
+        assert not differ, f"examples/ffi/python/acestep_ffi.py session_options() differs from SessionConfig: {differ}"

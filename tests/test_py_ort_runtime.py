@@ -165,3 +165,33 @@ def test_malformed_case_messages(tmp_path):
         load_case(write({**base, "seeds": [-1]}))
     with pytest.raises(CaseError, match="'bpm'"):
         load_case(write({**base, "bpm": True}))
+
+
+def test_cli_runs_simple_mode_and_finds_the_exported_folder(ort_backend, tmp_path):
+    """``acestep-ort generate`` on a simple_mode case with no ``--onnx-dir``: it finds the suite's export as the Rust
+    ``generate`` does (newest ``.cache/artifacts/*/fp32``, or ``$ACESTEP_PARITY_CACHE``), runs the planner and
+    text2music, and its dump equals the py_ort backend's captures exactly."""
+    import os
+
+    case_path = paths.CASES_DIR / "simple_mode_01.json"
+    dump = tmp_path / "caps.npz"
+    env = {**os.environ, "ACESTEP_PARITY_CACHE": str(ort_backend.onnx_dir.parents[2])}
+    env.pop("ACESTEP_ONNX_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "acestep_ort.cli", "generate", "--case", str(case_path), "--out",
+                           str(tmp_path / "song.wav"), "--dump", str(dump), "--quiet"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "using the exported ONNX folder" in proc.stderr and (tmp_path / "song.wav").is_file()
+    expected = ort_backend.run_case(load_case(case_path))
+    with np.load(dump) as caps:
+        assert sorted(caps.files) == sorted(expected.arrays)
+        for name in caps.files:
+            assert np.array_equal(caps[name], expected[name]), f"{name}: the CLI differs from the backend"
+
+
+def test_cli_names_a_missing_onnx_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "acestep_ort.cli", "generate", "--case",
+                           str(paths.CASES_DIR / "text2music_01.json"), "--onnx-dir", str(tmp_path / "onnx"),
+                           "--out", str(tmp_path / "x.wav")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"ONNX folder {tmp_path / 'onnx'} does not exist" in proc.stderr and ".cache/artifacts" in proc.stderr

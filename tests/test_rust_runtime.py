@@ -195,8 +195,11 @@ def test_onnx_folder_has_a_python_free_silence_latent(onnx_dir):
 
 
 def test_audio_files_hold_the_audio_capture(binary, onnx_dir, tmp_path):
-    """wav is the float32 audio capture exactly; flac is its 16-bit rounding; progress and timings are shown."""
+    """wav is the float32 audio capture exactly; flac holds the same 16-bit samples as py_ort's flac (soundfile /
+    libsndfile: x·32768, ties to even, clipped); progress and timings are shown."""
     import soundfile as sf
+
+    from acestep_ort.host.audio import save_audio
 
     case = paths.CASES_DIR / "text2music_02.json"  # batch 2: one file per item
     proc = _run(binary, "--case", str(case), "--onnx-dir", str(onnx_dir), "--out", str(tmp_path / "a.wav"),
@@ -213,9 +216,10 @@ def test_audio_files_hold_the_audio_capture(binary, onnx_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for b in range(audio.shape[0]):
         data, rate = sf.read(tmp_path / f"a_{b}.flac", dtype="int16", always_2d=True)
-        expected = np.clip(np.rint(audio[b].T.astype(np.float64) * 32767), -32768, 32767).astype(np.int16)
+        expected, _ = sf.read(save_audio(tmp_path / f"py_{b}.flac", audio[b]), dtype="int16", always_2d=True)
         assert rate == 48000 and data.shape == expected.shape
-        assert int(np.max(np.abs(data.astype(np.int32) - expected))) <= 1
+        differ = int(np.count_nonzero(data != expected))
+        assert differ == 0, f"{differ} of {data.size} flac samples differ from py_ort's"
 
 
 # ------------------------------------------------------------------------------------------- errors

@@ -261,12 +261,14 @@ def _margin(constrained: np.ndarray) -> float:
 
 
 def session_options() -> ort.SessionOptions:
-    """The options of the Python ORT runtime (runtimes/py_ort SessionConfig): same threads, same
-    optimization level, sequential execution; identical options are what makes the results bit-equal."""
+    """A copy of the Python ORT runtime's options (``acestep_ort.session_manager.SessionConfig``), so this host
+    runs standalone: same threads, optimization level, sequential execution, no CPU arena; identical options are
+    what makes the results bit-equal (``tests/test_ffi.py`` holds the two equal)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(os.environ.get("ACESTEP_ORT_THREADS", "0"))
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_cpu_mem_arena = False
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     return opts

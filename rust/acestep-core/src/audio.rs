@@ -42,9 +42,10 @@ pub fn normalize_peak(audio: &mut [f32], batch: usize, target_db: f64) {
     }
 }
 
-/// 16-bit PCM of a float sample as libsndfile writes it (`lrintf(x * 32767)`, clipped).
+/// 16-bit PCM of a float sample as libsndfile writes it for py_ort's flac (soundfile, `PCM_16`):
+/// `lrintf(x * 0x8000)` (ties to even), clipped to [-32768, 32767].
 pub fn to_pcm16(x: f32) -> i16 {
-    (x * 32767.0).round_ties_even().clamp(-32768.0, 32767.0) as i16
+    (x * 32768.0).round_ties_even().clamp(-32768.0, 32767.0) as i16
 }
 
 #[cfg(test)]
