@@ -6,6 +6,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,6 +52,31 @@ def file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def build_atomically(target: Path, lock: Path, is_complete: Callable[[], bool], build: Callable[[Path], None]) -> Path:
+    """``target``, built once across processes (pytest-xdist workers, concurrent backends).
+
+    Reused when ``is_complete()``; otherwise, under the file ``lock``, checked again (another process may have
+    just built it), then ``build(tmp)`` writes into a temporary sibling folder that replaces a stale ``target`` by
+    one rename, so no reader ever sees a half-built folder; the temporary folder is removed whatever happens."""
+    target = Path(target)
+    if is_complete():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(lock):
+        if is_complete():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            build(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def ensure_synthetic_checkpoint(preset_name: str = "tiny", root: Path | None = None) -> Path:
     """The cached synthetic checkpoint for ``preset_name``, generated on first use (atomically)."""
     from acestep_parity.synth.generate import MANIFEST, generate, generator_digest
@@ -73,21 +99,7 @@ def ensure_synthetic_checkpoint(preset_name: str = "tiny", root: Path | None = N
         return (recorded.get("preset_config") == json.loads(json.dumps(asdict(preset)))
                 and recorded.get("generator") == generator_digest())
 
-    if complete():
-        return target
-    with file_lock(base / f".synth-{preset.name}.lock"):
-        if complete():
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".synth-{preset.name}-", dir=base))
-        try:
-            generate(preset, tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_atomically(target, base / f".synth-{preset.name}.lock", complete, lambda tmp: generate(preset, tmp))
 
 
 def resolve_checkpoint_dir(option: str | None) -> Path:

@@ -538,23 +538,12 @@ def ensure_artifacts(checkpoint_dir: Path, checkpoint_id: str, checkpoint_hashes
     """
     target = artifacts_dir(checkpoint_id)
     extended = with_lm_hashes(checkpoint_dir, checkpoint_hashes)
-    if manifest_matches(target, extended):
-        return target
-    base = target.parent
-    base.mkdir(parents=True, exist_ok=True)
-    with paths.file_lock(base / ".fp32.lock"):
-        if manifest_matches(target, extended):
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=".fp32-", dir=base))
-        try:
-            manifest = export_all(checkpoint_dir, tmp, checkpoint_hashes=checkpoint_hashes,
-                                  jobs=default_jobs(checkpoint_dir))
-            if manifest["checkpoint_id"] != checkpoint_id:
-                raise ExportError(f"{checkpoint_dir} is {manifest['checkpoint_id']}, not {checkpoint_id}")
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def build(tmp: Path) -> None:
+        manifest = export_all(checkpoint_dir, tmp, checkpoint_hashes=checkpoint_hashes,
+                              jobs=default_jobs(checkpoint_dir))
+        if manifest["checkpoint_id"] != checkpoint_id:
+            raise ExportError(f"{checkpoint_dir} is {manifest['checkpoint_id']}, not {checkpoint_id}")
+
+    return paths.build_atomically(target, target.parent / ".fp32.lock", lambda: manifest_matches(target, extended),
+                                  build)

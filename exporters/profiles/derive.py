@@ -309,24 +309,15 @@ def ensure_profile(fp32_dir: Path, profile: str, log: Callable[[str], None] | No
 
     fp32_dir = Path(fp32_dir)
     target = fp32_dir.parent / profile
-    if profile_matches(target, fp32_dir, profile):
-        return target
-    with paths.file_lock(fp32_dir.parent / f".{profile}.lock"):
-        if profile_matches(target, fp32_dir, profile):
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{profile}-", dir=fp32_dir.parent))
-        try:
-            # one text2music case and one simple-mode case (the planner graphs) keep the test suite's cost down;
-            # `acestep-export --profile` measures all of EVALUATION_CASES
-            derive_profile(fp32_dir, tmp, profile, golden_dir=_golden_dir(fp32_dir), log=log,
-                           evaluation_cases=feeds_mod.EVALUATION_CASES[::2])
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def build(tmp: Path) -> None:
+        # one text2music case and one simple-mode case (the planner graphs) keep the test suite's cost down;
+        # `acestep-export --profile` measures all of EVALUATION_CASES
+        derive_profile(fp32_dir, tmp, profile, golden_dir=_golden_dir(fp32_dir), log=log,
+                       evaluation_cases=feeds_mod.EVALUATION_CASES[::2])
+
+    return paths.build_atomically(target, fp32_dir.parent / f".{profile}.lock",
+                                  lambda: profile_matches(target, fp32_dir, profile), build)
 
 
 def copy_assets(fp32_dir: Path, out_dir: Path) -> None:
