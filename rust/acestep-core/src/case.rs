@@ -159,6 +159,17 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// A JSON number as a finite f64, like Python's `_number`: one too large for a float (`1e400`, a 400-digit
+/// integer: serde_json's arbitrary precision keeps it, `as_f64` gives inf or nothing) is refused, field named.
+fn finite(path: &Path, field: &str, v: &Value) -> Result<f64, CaseError> {
+    let x = num(v);
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(fail(path, field, "number out of range (too large for a float)"))
+    }
+}
+
 fn string(data: &Map<String, Value>, key: &str, default: &str) -> String {
     data.get(key).and_then(Value::as_str).unwrap_or(default).to_string()
 }
@@ -228,7 +239,7 @@ pub fn parse_case(path: &Path, raw: &[u8]) -> Result<Case, CaseError> {
     // Absent, null or <= 0: upstream's "no duration" (-1): 120 s of latents, "30 seconds" in the metas.
     let duration = match data.get("duration") {
         Some(v @ Value::Number(_)) => {
-            let d = num(v);
+            let d = finite(path, "duration", v)?;
             if d > 600.0 {
                 return Err(fail(path, "duration", format!("{} is out of range: at most 600 seconds", repr_float(d))));
             }
@@ -261,7 +272,10 @@ pub fn parse_case(path: &Path, raw: &[u8]) -> Result<Case, CaseError> {
         }
         _ => None,
     };
-    let shift = data.get("shift").map(num).unwrap_or(1.0);
+    let shift = match data.get("shift") {
+        Some(v) => finite(path, "shift", v)?,
+        None => 1.0,
+    };
     if shift.is_nan() || shift <= 0.0 {
         return Err(fail(path, "shift", format!("{} must be > 0", repr_float(shift))));
     }
@@ -270,7 +284,7 @@ pub fn parse_case(path: &Path, raw: &[u8]) -> Result<Case, CaseError> {
             if items.is_empty() || items.iter().any(|t| !matches!(t, Value::Number(_))) {
                 return Err(fail(path, "timesteps", "must be a non-empty list of numbers"));
             }
-            let values: Vec<f64> = items.iter().map(num).collect();
+            let values = items.iter().map(|t| finite(path, "timesteps", t)).collect::<Result<Vec<f64>, _>>()?;
             if values.iter().any(|t| !(0.0..=1.0).contains(t)) {
                 return Err(fail(path, "timesteps", "values must lie in [0, 1]"));
             }

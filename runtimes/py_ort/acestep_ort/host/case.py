@@ -33,6 +33,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,14 +103,43 @@ def _fail(path: Path, field: str, message: str) -> CaseError:
     return CaseError(f"{path}: field {field!r}: {message}")
 
 
-def load_case(path: Path) -> Case:
-    """Read and validate one case file."""
-    path = Path(path)
-    raw_bytes = path.read_bytes()
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def _number(path: Path, field: str, value) -> float:
+    """A JSON number as a finite float; one too large for a float (``1e400``, a 400-digit integer) is refused."""
     try:
-        data = json.loads(raw_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        out = float(value)
+    except OverflowError:
+        raise _fail(path, field, "number out of range (too large for a float)") from None
+    if not math.isfinite(out):
+        raise _fail(path, field, f"{value!r} is not a finite number")
+    return out
+
+
+def _has_lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def load_case(path: Path) -> Case:
+    """Read and validate one case file (the same verdicts as the Rust runtime's ``case.rs``: NaN/Infinity
+    literals and lone surrogate escapes are not JSON, numbers must fit a float)."""
+    path = Path(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise CaseError(f"{path}: cannot read the case file: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw_bytes.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise CaseError(f"{path}: not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise CaseError(f"{path}: not a case file: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise CaseError(f"{path}: top level must be a JSON object")
     for key in data:
@@ -125,6 +155,8 @@ def load_case(path: Path) -> Case:
             raise _fail(path, key, f"expected {types}, got bool")
         if not isinstance(value, types):
             raise _fail(path, key, f"expected {getattr(types, '__name__', types)}, got {type(value).__name__}")
+        if _has_lone_surrogate(value):
+            raise _fail(path, key, "not valid Unicode text (a lone surrogate escape)")
 
     if data["id"] != path.stem:
         raise _fail(path, "id", f"{data['id']!r} must equal the file name stem {path.stem!r}")
@@ -132,7 +164,7 @@ def load_case(path: Path) -> Case:
         raise _fail(path, "task", f"{data['task']!r} is not one of {TASKS}")
     duration = data.get("duration")
     if duration is not None:
-        duration = float(duration)
+        duration = _number(path, "duration", duration)
         if duration > 600:
             raise _fail(path, "duration", f"{duration} is out of range: at most 600 seconds")
         if duration <= 0:
@@ -146,14 +178,14 @@ def load_case(path: Path) -> Case:
     bpm = data.get("bpm")
     if bpm is not None and not 30 <= bpm <= 300:
         raise _fail(path, "bpm", f"{bpm} is out of range 30..300")
-    shift = float(data.get("shift", 1.0))
+    shift = _number(path, "shift", data.get("shift", 1.0))
     if shift <= 0:
         raise _fail(path, "shift", f"{shift} must be > 0")
     timesteps = data.get("timesteps")
     if timesteps is not None:
         if not timesteps or any(isinstance(t, bool) or not isinstance(t, (int, float)) for t in timesteps):
             raise _fail(path, "timesteps", "must be a non-empty list of numbers")
-        if any(not 0 <= float(t) <= 1 for t in timesteps):
+        if any(not 0 <= _number(path, "timesteps", t) <= 1 for t in timesteps):
             raise _fail(path, "timesteps", "values must lie in [0, 1]")
     fmt = data.get("output_format", "wav")
     if fmt not in FORMATS:
