@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 from parity_test_helpers import backend_or_skip
 
+from acestep_ort.hashing import sha256_file
 from acestep_ort.host import prompts
+from acestep_ort.host.digests import RECORD
 from acestep_parity import paths, rust_vectors
 from acestep_parity.backends.rust import find_binary, rust_env
 
@@ -237,9 +239,20 @@ def _folder_copy(onnx_dir: Path, target: Path) -> Path:
     """A copy of the ONNX folder made of symlinks (cheap), so single files can be swapped or removed."""
     target.mkdir()
     for item in onnx_dir.iterdir():
-        if item.is_file():
+        if item.name != RECORD:  # the digest record is the folder's own (written where it is verified)
             (target / item.name).symlink_to(item)
     return target
+
+
+def _relist(folder: Path, graph: str, source: Path) -> None:
+    """Make ``folder``'s manifest list ``source``'s bytes for ``graph`` (a swapped graph that passes the digest
+    check, so the I/O contract is what refuses it)."""
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    digest = sha256_file(source)
+    manifest["graphs"][graph]["files"] = [{"file": f"{graph}.onnx", "sha256": digest,
+                                           "bytes": source.stat().st_size}]
+    (folder / "manifest.json").unlink()
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
 def test_error_missing_dylib(binary, onnx_dir, tmp_path):
@@ -263,6 +276,7 @@ def test_error_graph_not_matching_the_contract(binary, onnx_dir, tmp_path):
     folder = _folder_copy(onnx_dir, tmp_path / "swapped")
     (folder / "dit_decoder.onnx").unlink()
     (folder / "dit_decoder.onnx").symlink_to(onnx_dir / "vae_decoder.onnx")
+    _relist(folder, "dit_decoder", onnx_dir / "vae_decoder.onnx")
     proc = _run(binary, "--case", str(paths.CASES_DIR / "text2music_01.json"), "--onnx-dir", str(folder),
                 "--out", str(tmp_path / "o.wav"))
     _assert_clean_error(proc, "dit_decoder.onnx inputs", "do not match the contract", "hidden_states")

@@ -444,9 +444,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dump", type=Path, help="npz of every capture point")
     parser.add_argument("--lib", type=Path, help="the library (default: $ACESTEP_FFI_LIB or the cargo target)")
     args = parser.parse_args(argv)
-    host = Host(args.onnx_dir, args.lib)
-    case = json.loads(args.case.read_text(encoding="utf-8"))
-    caps = host.run_case(case)
+    try:
+        host = Host(args.onnx_dir, args.lib)
+        case = json.loads(args.case.read_text(encoding="utf-8"))
+        caps = host.run_case(case)
+    except (AceError, OSError, ValueError, RecursionError, FloatingPointError) as exc:
+        print(f"acestep_ffi: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # ONNX Runtime's own errors (a graph it cannot load): its first line, no traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"acestep_ffi: error: ONNX Runtime: {first}", file=sys.stderr)
+        return 2
     if args.out:
         host.context.write_wav(args.out, caps["audio"][0])
     if args.dump:

@@ -8,16 +8,14 @@ rendering of Qwen3's chat template (the reference uses the checkpoint's template
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from acestep_ort.host import lm_planner
 from acestep_ort.host.lm_tokenizer import LM_DIR, FastTokenizer
 from acestep_ort.host.pipeline import Captures
-from acestep_ort.session_manager import GraphContractError, SessionConfig, SessionManager
+from acestep_ort.session_manager import SessionConfig, SessionManager
 
 LM_GRAPHS = ("lm_prefill", "lm_decode")
 
@@ -28,17 +26,9 @@ class OrtLm:
     def __init__(self, onnx_dir: Path, config: SessionConfig | None = None):
         onnx_dir = Path(onnx_dir)
         config = config or SessionConfig()
-        manifest = onnx_dir / "manifest.json"
-        contract = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
-        sessions = {}
-        for name in LM_GRAPHS:
-            path = onnx_dir / f"{name}.onnx"
-            if not path.is_file():
-                raise GraphContractError(f"missing graph {path}: the checkpoint had no {LM_DIR}/ when it was exported "
-                                         "(simple mode needs the planner)")
-            sessions[name] = ort.InferenceSession(str(path), sess_options=config.session_options(),
-                                                  providers=config.resolved_providers())
-        self.sessions = SessionManager.from_sessions(sessions, contract)
+        self.sessions = SessionManager.from_dir(
+            onnx_dir, config, LM_GRAPHS,
+            missing_hint=f"the checkpoint had no {LM_DIR}/ when it was exported (simple mode needs the planner)")
         if not (onnx_dir / LM_DIR / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{onnx_dir / LM_DIR} lacks the LM tokenizer; re-export with `acestep-export`")
         self.onnx_dir = onnx_dir

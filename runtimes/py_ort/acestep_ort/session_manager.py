@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from acestep_ort.host.digests import DigestError, verify_folder
+
 GRAPHS = ("text_encoder", "lyric_embedding", "condition_encoder", "dit_decoder", "vae_decoder")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
               "tensor(float16)": np.float16, "tensor(int32)": np.int32}
@@ -62,6 +64,21 @@ class SessionConfig:
         return chosen
 
 
+def read_contract(onnx_dir: Path) -> dict:
+    """``manifest.json`` of an exported folder ({} when there is none); an unreadable one is a clear error."""
+    path = Path(onnx_dir) / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GraphContractError(f"{path} is not readable JSON ({exc}); re-export the folder with `acestep-export`"
+                                 ) from None
+    if not isinstance(data, dict):
+        raise GraphContractError(f"{path} is not a JSON object; re-export the folder with `acestep-export`")
+    return data
+
+
 class SessionManager:
     """Holds one session per graph and runs them with checked feeds."""
 
@@ -70,18 +87,33 @@ class SessionManager:
         self.contract = contract or {}
 
     @classmethod
-    def from_dir(cls, onnx_dir: Path, config: SessionConfig | None = None) -> SessionManager:
+    def from_dir(cls, onnx_dir: Path, config: SessionConfig | None = None, graphs: tuple[str, ...] = GRAPHS,
+                 missing_hint: str | None = None) -> SessionManager:
+        """Open ``graphs`` of an exported folder: every file the manifest lists for them (and every asset) is
+        checked against its size and SHA-256 first (:mod:`acestep_ort.host.digests`), so a damaged folder is
+        refused naming the file instead of running silently."""
         onnx_dir = Path(onnx_dir)
         config = config or SessionConfig()
-        manifest_path = onnx_dir / "manifest.json"
-        contract = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-        sessions = {}
-        for name in GRAPHS:
+        contract = read_contract(onnx_dir)
+        for name in graphs:
             path = onnx_dir / f"{name}.onnx"
             if not path.is_file():
-                raise GraphContractError(f"missing graph {path}; export it with `acestep-export --out {onnx_dir}`")
-            sessions[name] = ort.InferenceSession(str(path), sess_options=config.session_options(),
-                                                  providers=config.resolved_providers())
+                raise GraphContractError(
+                    f"missing graph {path}; {missing_hint or f'export it with `acestep-export --out {onnx_dir}`'}")
+        if contract:
+            try:
+                verify_folder(onnx_dir, contract, graphs)
+            except DigestError as exc:
+                raise GraphContractError(str(exc)) from None
+        sessions = {}
+        for name in graphs:
+            path = onnx_dir / f"{name}.onnx"
+            try:
+                sessions[name] = ort.InferenceSession(str(path), sess_options=config.session_options(),
+                                                      providers=config.resolved_providers())
+            except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, ...): one line, the file named
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise GraphContractError(f"{path}: ONNX Runtime cannot load it: {first}") from None
         manager = cls(sessions, contract)
         manager.check_contract()
         return manager

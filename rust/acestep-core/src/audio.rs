@@ -3,6 +3,25 @@
 
 pub const NORMALIZATION_DB: f64 = -1.0;
 
+/// How many samples are NaN or infinite.
+pub fn non_finite_count(audio: &[f32]) -> usize {
+    audio.iter().filter(|x| !x.is_finite()).count()
+}
+
+/// `Err(message)` naming `source` when any sample is not finite: no runtime writes non-finite audio
+/// (port of `check_finite` in `host/audio.py`, same message).
+pub fn check_finite(audio: &[f32], source: &str) -> Result<(), String> {
+    let bad = non_finite_count(audio);
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "{source} returned {bad} non-finite samples of {} (NaN or infinity): the graph is damaged or the decode \
+         failed; no audio written",
+        audio.len()
+    ))
+}
+
 fn peak(item: &[f32]) -> f64 {
     item.iter().fold(0f32, |m, x| m.max(x.abs())) as f64
 }

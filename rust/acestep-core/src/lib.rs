@@ -7,6 +7,7 @@
 
 pub mod audio;
 pub mod case;
+pub mod digests;
 pub mod latents;
 pub mod lm_fsm;
 pub mod lm_parse;

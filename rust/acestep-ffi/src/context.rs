@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use acestep_core::digests;
 use acestep_core::latents::SilenceLatent;
 use acestep_core::tokenizer::TextTokenizer;
 use serde_json::{Map, Value};
@@ -84,10 +85,21 @@ impl AceContext {
         let tokenizer_json = need("tokenizer_json", "tokenizer.json")?;
         let tokenizer_config = path_field(config, "tokenizer_config")?.or_else(|| from_dir("tokenizer_config.json"));
         let silence_path = need("silence_latent", "silence_latent.npy")?;
-        let manifest = match &onnx_dir {
-            Some(dir) if config.get("silence_latent").is_none() => assets::read_manifest(dir)?,
-            _ => None,
+        let folder_manifest = match &onnx_dir {
+            Some(dir) => assets::read_manifest(dir)?,
+            None => None,
         };
+        if let (Some(dir), Some(manifest)) = (&onnx_dir, &folder_manifest) {
+            // the host runs these graphs itself: every file the manifest lists is checked before it does
+            digests::verify_folder(dir, manifest, None).map_err(|e| {
+                let status = match e {
+                    digests::DigestError::Missing { .. } | digests::DigestError::Io { .. } => AceStatus::Io,
+                    _ => AceStatus::InvalidArgument,
+                };
+                FfiError::new(status, Some("onnx_dir".into()), e.to_string())
+            })?;
+        }
+        let manifest = if config.get("silence_latent").is_none() { folder_manifest } else { None };
         let tokenizer = load_tokenizer(&tokenizer_json, tokenizer_config.as_deref())?;
         let silence = assets::load_silence_latent(&silence_path, manifest.as_ref())?;
         let lm_paths = crate::lm::lm_paths(

@@ -282,6 +282,7 @@ pub fn postprocess_audio(audio_in: &[f32], batch: usize) -> FfiResult<Vec<f32>> 
             format!("audio of {} samples does not split into {batch} non-empty items", audio_in.len()),
         ));
     }
+    audio::check_finite(audio_in, "the audio passed in").map_err(|m| FfiError::arg("audio", m))?;
     let mut out = audio_in.to_vec();
     audio::anti_clip(&mut out, batch);
     audio::normalize_peak(&mut out, batch, audio::NORMALIZATION_DB);

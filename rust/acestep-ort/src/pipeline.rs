@@ -342,6 +342,7 @@ impl Engine {
             bail!("pred_latents contain NaN/Inf; refusing to decode (upstream raises here too)");
         }
         let (decoded, decoded_shape) = self.tiled_decode(&xt, batch, frames, &mut progress)?;
+        audio::check_finite(&decoded, "the VAE decoder (vae_decoder)").map_err(anyhow::Error::msg)?;
         caps.arrays.insert("audio_decoded", Tensor::f32(&decoded_shape, decoded.clone())?);
         lap(&mut caps, "vae");
         let mut out = decoded;

@@ -26,6 +26,8 @@ pub enum SessionError {
     Run { graph: String, message: String },
     #[error("{path}: {message}")]
     Manifest { path: PathBuf, message: String },
+    #[error(transparent)]
+    Digest(#[from] acestep_core::digests::DigestError),
 }
 
 /// Session options shared by every graph; the defaults are py_ort's (`SessionConfig`).
@@ -192,6 +194,10 @@ impl Graph {
         let path = dir.join(format!("{name}.onnx"));
         if !path.is_file() {
             return Err(SessionError::MissingGraph { path, dir: dir.to_path_buf() });
+        }
+        if let Some(manifest) = manifest {
+            // every file the manifest lists for this graph, and the assets: a damaged folder is refused here
+            acestep_core::digests::verify_folder(dir, manifest, Some(&[name]))?;
         }
         let err = |message: String| SessionError::Ort { path: path.clone(), message };
         let session = Session::builder(env)

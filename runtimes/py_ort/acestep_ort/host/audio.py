@@ -15,6 +15,24 @@ NORMALIZATION_DB = -1.0
 SUPPORTED_FORMATS = ("wav", "flac", "mp3")
 
 
+class NonFiniteAudioError(ValueError):
+    """The decoder returned NaN or infinite samples: a damaged VAE graph or a numerical failure, never music."""
+
+
+def non_finite_count(audio: np.ndarray) -> int:
+    return int(audio.size - np.count_nonzero(np.isfinite(audio)))
+
+
+def check_finite(audio: np.ndarray, source: str) -> np.ndarray:
+    """``audio`` unchanged, or :class:`NonFiniteAudioError` naming ``source``: no runtime writes non-finite audio
+    (anti-clipping and peak normalisation would spread one NaN over the whole item)."""
+    bad = non_finite_count(audio)
+    if bad:
+        raise NonFiniteAudioError(f"{source} returned {bad} non-finite samples of {audio.size} (NaN or infinity): "
+                                  "the graph is damaged or the decode failed; no audio written")
+    return audio
+
+
 def anti_clip(audio: np.ndarray) -> np.ndarray:
     """Per item ``wav / max(peak, 1)`` when ``peak = max|wav| > 1``; [B, C, S] float32 in and out."""
     out = audio.astype(np.float32, copy=True)

@@ -164,7 +164,7 @@ def run_text2music(
     latents_bct = np.ascontiguousarray(xt.transpose(0, 2, 1))
     on_tile = (lambda k, n: progress("vae", k, n)) if progress is not None else None
     decoded = tiling.tiled_decode(latents_bct, engine.decode_latents, vae_chunk, on_tile=on_tile).astype(np.float32)
-    arrays["audio_decoded"] = decoded
+    arrays["audio_decoded"] = audio_post.check_finite(decoded, "the VAE decoder (vae_decoder)")
     lap("vae")
     arrays["audio"] = audio_post.normalize_peak(audio_post.anti_clip(decoded))
     lap("postprocess")
