@@ -16,16 +16,16 @@ import pytest
 
 from acestep_ort.host.case import load_case
 from acestep_parity import paths
-from acestep_parity.plugin import BENCHMARK_RESULTS as _RESULTS_KEY
+from acestep_parity.reporter import BENCHMARK_RESULTS as _RESULTS_KEY
 
 CASE = "text2music_01"
-from acestep_parity.plugin import BENCHMARK_STAGES as STAGES  # noqa: E402
+from acestep_parity.reporter import BENCHMARK_STAGES as STAGES  # noqa: E402
 
 PEAK_RSS = """
 import json, resource, sys
 from pathlib import Path
 from acestep_ort.host.case import load_case
-from acestep_parity.plugin import BENCHMARK_RESULTS as _RESULTS_KEY
+from acestep_parity.reporter import BENCHMARK_RESULTS as _RESULTS_KEY
 backend, target = sys.argv[1], sys.argv[2]
 request = load_case(Path(sys.argv[3])).request()
 if backend == "torch":

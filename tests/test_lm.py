@@ -21,7 +21,10 @@ from parity_test_helpers import backend_or_skip
 
 from acestep_ort.host.case import Case
 from acestep_parity import parity
-from acestep_parity.plugin import BACKEND_NAMES, LIVE_PAIRS, _session, planner_record
+from acestep_parity.backends import BACKEND_NAMES
+from acestep_parity.fixtures import planner_record
+from acestep_parity.fixtures import session_of as _session
+from acestep_parity.parametrize import LIVE_PAIRS
 
 PROFILE = "fp32"
 
