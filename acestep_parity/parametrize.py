@@ -9,7 +9,7 @@ are their product.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +145,18 @@ def _wanted(argnames: Sequence[str], choices: Sequence[Choice]) -> bool:
     return not (values.get("mode") == "teacher" and values.get("tensor") == "xt")
 
 
+def case_params(heads: Sequence[Axis], cases: Sequence[Case | InvalidCase],
+                tails: Callable[[Case | InvalidCase], Sequence[Axis]], *, group: str | None = None,
+                keep: Callable[[tuple[Choice, ...]], bool] = lambda tail: True) -> list[Any]:
+    """The items ``heads`` x case x the case's own ``tails`` (those ``keep`` accepts), in that order; each runs
+    in the xdist group of its case unless the test names one ``group`` for all its items."""
+    return [param(head + (case_choice,) + tail, group or case_choice[0].id)
+            for head in product(*heads)
+            for case_choice in case_axis(cases)
+            for tail in product(*tails(case_choice[0]))
+            if keep(tail)]
+
+
 def parity_parametrize(metafunc: pytest.Metafunc, cases: Sequence[Case | InvalidCase]) -> None:
     """Parametrize a test that asks for ``case``: candidate axes x case x its per-case axes, ids readable under
     ``-k``. A test function that names its own ``xdist_group`` (e.g. one expensive session fixture for all cases)
@@ -152,10 +164,6 @@ def parity_parametrize(metafunc: pytest.Metafunc, cases: Sequence[Case | Invalid
     heads = candidate_axes(metafunc)
     tail_names = per_case_argnames(metafunc)
     own_group = _marker_args(metafunc, "xdist_group")
-    group = own_group[0] if own_group else None
-    params = [param(head + (case_choice,) + tail, group or case_choice[0].id)
-              for head in product(*(axis for _, axis in heads))
-              for case_choice in case_axis(cases)
-              for tail in product(*case_axes(metafunc, case_choice[0]))
-              if _wanted(tail_names, tail)]
+    params = case_params([axis for _, axis in heads], cases, lambda case: case_axes(metafunc, case),
+                         group=own_group[0] if own_group else None, keep=lambda tail: _wanted(tail_names, tail))
     metafunc.parametrize([name for name, _ in heads] + ["case"] + tail_names, params)
