@@ -135,7 +135,7 @@ def case_axes(metafunc: pytest.Metafunc, case: Case | InvalidCase) -> list[Axis]
     for argname, marker in (("tensor", "tensors"), ("mode", "modes")):
         if argname in argnames:
             values = _marker_args(metafunc, marker)
-            axes.append(named_axis((values if expand else values[:1]) if values else [None]))
+            axes.append(named_axis((values if expand else values[:1]) if values is not None else [None]))
     return axes
 
 
