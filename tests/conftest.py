@@ -1,13 +1,16 @@
 """Session fixtures of the ONNX export tests: the exported fp32 artifacts (exported once per checkpoint and
 shared by pytest-xdist workers through ``acestep_parity.exporters.export.ensure_artifacts``), their manifest, the reference
-modules and pinned ONNX Runtime sessions."""
+modules and pinned ONNX Runtime sessions; and, when the run ends, the scaling benchmarks' table
+(``tests/scaling_report.py``), whatever order they ran in."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
+from scaling_report import SCALING, plot_png, summary_lines
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +51,20 @@ def onnx_session(onnx_artifacts: Path):
         return cache[graph]
 
     return get
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    table = config.stash.get(SCALING, None)
+    if table is not None and table.rows:
+        terminalreporter.write_sep("-", "scaling benchmarks")
+        for line in summary_lines(table):
+            terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_summary(prefix, summary, postfix, session: pytest.Session) -> None:
+    table = session.config.stash.get(SCALING, None)
+    png = plot_png(table.rows) if table is not None else None
+    if png is not None:
+        prefix.append(f'<h2>Scaling</h2><img alt="time vs T per backend" '
+                      f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')

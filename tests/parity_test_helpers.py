@@ -20,6 +20,6 @@ sys.meta_path.insert(0, Block())
 def backend_or_skip(parity_session, name: str, profile: str = "fp32"):
     """The session's backend ``name`` (its runs are cached and shared with the parity tests); skips, with the
     backend's own reason, where it cannot run here."""
-    from acestep_parity.plugin import available_backend
+    from acestep_parity.fixtures import available_backend
 
     return available_backend(parity_session, name, profile, "backend")

@@ -16,16 +16,17 @@ import pytest
 
 from acestep_ort.host.case import load_case
 from acestep_parity import paths
-from acestep_parity.plugin import BENCHMARK_RESULTS as _RESULTS_KEY
+from acestep_parity.reporter import BENCHMARK_RESULTS as _RESULTS_KEY
+from acestep_parity.reporter import BENCHMARK_STAGES as STAGES
+from acestep_parity.reporter import benchmark_ratio_lines
 
 CASE = "text2music_01"
-from acestep_parity.plugin import BENCHMARK_STAGES as STAGES  # noqa: E402
 
 PEAK_RSS = """
 import json, resource, sys
 from pathlib import Path
 from acestep_ort.host.case import load_case
-from acestep_parity.plugin import BENCHMARK_RESULTS as _RESULTS_KEY
+from acestep_parity.reporter import BENCHMARK_RESULTS as _RESULTS_KEY
 backend, target = sys.argv[1], sys.argv[2]
 request = load_case(Path(sys.argv[3])).request()
 if backend == "torch":
@@ -87,12 +88,18 @@ def _stage_call(backend, stage: str, caps):
 @pytest.mark.parametrize("backend_name", ["torch", "py_ort"])
 @pytest.mark.parametrize("stage", STAGES)
 def test_benchmark(benchmark, engines, inputs, stage, backend_name, request):
+    """One stage on the reference run's inputs; what was timed gives the reference's shape, finite."""
     call = _stage_call(engines[backend_name], stage, inputs)
     call()  # warm-up: first calls build kernels
     benchmark.group = stage
     benchmark.extra_info["backend"] = backend_name
     rounds = 3 if stage == "end_to_end" else 10
-    benchmark.pedantic(call, rounds=rounds, iterations=1)
+    out = benchmark.pedantic(call, rounds=rounds, iterations=1)
+    out = {"condition_encoder": lambda o: o[0], "end_to_end": lambda o: o["audio"]}.get(stage, lambda o: o)(out)
+    expected = {"text_encoder": inputs["text_hidden_states"].shape, "condition_encoder":
+                inputs["encoder_hidden_states"].shape, "dit_decoder": inputs["vt"][3].shape,
+                "end_to_end": inputs["audio"].shape}.get(stage, np.shape(out))
+    assert np.shape(out) == expected and np.isfinite(out).all(), f"{stage} ({backend_name}): {np.shape(out)}"
     results = request.config.stash.setdefault(_RESULTS_KEY, {})
     results[(stage, backend_name)] = benchmark.stats.stats.mean
 
@@ -109,6 +116,7 @@ def test_benchmark_peak_memory(benchmark, engines, backend_name, request):
 
     benchmark.group = "process_end_to_end"
     peak = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert peak > 0, f"{backend_name}: no peak RSS read"
     benchmark.extra_info["peak_rss_mb"] = peak
     request.config.stash.setdefault(_RESULTS_KEY, {})[("peak_rss_mb", backend_name)] = peak
 
@@ -139,3 +147,13 @@ def test_benchmark_long_song_peak_memory(benchmark, engines, request, record_pro
     print(f"\n600 s case, peak RSS: py_ort {peaks['py_ort']:.0f} MB, torch {peaks['torch']:.0f} MB")
     assert peaks["py_ort"] <= peaks["torch"], f"600 s case peak RSS: py_ort {peaks['py_ort']:.0f} MB > torch " \
                                               f"{peaks['torch']:.0f} MB"
+
+
+def test_benchmark_ratio_lines():
+    """The terminal summary's torch / py_ort table from given means: a stage both measured, one not, peak RSS."""
+    lines = benchmark_ratio_lines({("dit_decoder", "torch"): 0.03, ("dit_decoder", "py_ort"): 0.01,
+                                   ("vae_decoder", "torch"): 0.5, ("peak_rss_mb", "py_ort"): 512.4})
+    assert lines == ["torch / py_ort (mean time ratio; > 1 means py_ort is faster):",
+                     f"  {'dit_decoder':18s} torch     30.00 ms  py_ort     10.00 ms  ratio   3.00x",
+                     "  peak RSS of a one-case process, py_ort: 512 MiB"]
+    assert benchmark_ratio_lines({}) == []

@@ -15,19 +15,25 @@ benchmark JSON (``extra_info``) and drawn as a PNG (time vs T per backend and pr
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import time
 
 import numpy as np
 import pytest
+from scaling_report import (
+    DIT_RUNNERS,
+    E2E_RUNNERS,
+    E2E_SECONDS,
+    FRAMES_PER_SECOND,
+    PROFILES,
+    SECONDS,
+    ScalingTable,
+    scaling_table,
+    summary_lines,
+)
 
-SECONDS = (10, 30, 120)
-FRAMES_PER_SECOND = 25  # 48 kHz / 1920
 ENC_LEN = 300  # condition-encoder output length: text + lyrics + timbre tokens of a typical request
-_ROWS: list[dict] = []
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +51,10 @@ def wide():
     return ckpt, onnx, read_json(ckpt / "acestep-v15-turbo" / "config.json")
 
 
-PROFILES = ("fp16", "int8_dynamic", "int8_static")
-# who runs one DiT step: "<backend>" on fp32 or "<backend>-<profile>" (ids read well under -k "dit and int8_dynamic")
-DIT_RUNNERS = ("torch", "py_ort", "rust", *(f"py_ort-{p}" for p in PROFILES))
-# fresh-process runs (wall time, peak RSS): the reference, and both ONNX runtimes on every profile
-E2E_RUNNERS = ("torch", *(f"{b}-{p}" for b in ("py_ort", "rust") for p in ("fp32", *PROFILES)))
-E2E_SECONDS = (10, 30)  # torch decodes 120 s in 24 VAE tiles (minutes each at real width): end to end stops at 30 s
+@pytest.fixture
+def scaling_rows(request) -> list[dict]:
+    """This run's table rows (on the config, printed by tests/conftest.py when the run ends)."""
+    return scaling_table(request.config).rows
 
 
 @pytest.fixture(scope="module")
@@ -178,14 +182,15 @@ def _dit_inputs(cfg: dict, frames: int) -> tuple:
 
 @pytest.mark.parametrize("seconds", SECONDS, ids=[f"{s}s" for s in SECONDS])
 @pytest.mark.parametrize("runner", DIT_RUNNERS)
-def test_benchmark_scaling_dit_step(benchmark, engines, wide, runner, seconds):
+def test_benchmark_scaling_dit_step(benchmark, engines, wide, scaling_rows, runner, seconds):
     cfg = wide[2]
     frames = seconds * FRAMES_PER_SECOND
     inputs = _dit_inputs(cfg, frames)
     engine = engines(runner)
     engine.dit(*inputs)  # warm-up
     benchmark.group = f"scaling_dit_step_{seconds}s"
-    benchmark.pedantic(lambda: engine.dit(*inputs), rounds=3, iterations=1)
+    vt = benchmark.pedantic(lambda: engine.dit(*inputs), rounds=3, iterations=1)
+    assert np.shape(vt) == inputs[0].shape and np.isfinite(vt).all(), f"{runner}: vt {np.shape(vt)} or not finite"
     flops = dit_step_flops(cfg, frames)
     mean = benchmark.stats.stats.mean
     if isinstance(engine, _RustDit):  # the binary's timing of the DiT call, not the npz round trip
@@ -193,39 +198,43 @@ def test_benchmark_scaling_dit_step(benchmark, engines, wide, runner, seconds):
     backend, _, profile = runner.partition("-")
     benchmark.extra_info.update({"backend": backend, "profile": profile or "fp32", "frames": frames,
                                  "gflop": flops / 1e9, "mean_s": mean, "achieved_gflops": flops / mean / 1e9})
-    _ROWS.append({"graph": "dit_step", "backend": runner, "seconds": seconds, "frames": frames,
+    scaling_rows.append({"graph": "dit_step", "backend": runner, "seconds": seconds, "frames": frames,
                   "mean_s": mean, "gflop": flops / 1e9})
 
 
 @pytest.mark.parametrize("seconds", SECONDS, ids=[f"{s}s" for s in SECONDS])
-def test_benchmark_scaling_vae(benchmark, engines, seconds):
-    """py_ort's VAE at T frames: upstream's tiling against the budget chunk, same run (torch's one 256-frame tile is
-    timed by test_benchmark_scaling_vae_tile)."""
+def test_benchmark_scaling_vae(benchmark, engines, scaling_rows, seconds):
+    """py_ort's VAE at T frames: the budget chunk (the benchmark) against upstream's tiling (timed once, same run);
+    both give the same number of samples (torch's one 256-frame tile is timed by test_benchmark_scaling_vae_tile)."""
     from acestep_ort.host import tiling
 
     engine = engines("py_ort")
     frames = seconds * FRAMES_PER_SECOND
     latents = np.random.default_rng(frames).standard_normal((1, 64, frames)).astype(np.float32)
-    times = {}
-    for mode, chunk in (("upstream", tiling.CPU_CHUNK_SIZE), ("budget", engine.vae_chunk)):
-        times[mode] = _timed(lambda c=chunk: tiling.tiled_decode(latents, engine.decode_latents, c))
+    start = time.perf_counter()
+    upstream = tiling.tiled_decode(latents, engine.decode_latents, tiling.CPU_CHUNK_SIZE)
+    times = {"upstream": time.perf_counter() - start}
     benchmark.group = f"scaling_vae_{seconds}s"
-    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    budget = benchmark.pedantic(lambda: tiling.tiled_decode(latents, engine.decode_latents, engine.vae_chunk),
+                                rounds=1, iterations=1)
+    times["budget"] = benchmark.stats.stats.mean
+    assert budget.shape == upstream.shape and np.isfinite(budget).all(), (budget.shape, upstream.shape)
     benchmark.extra_info.update({"frames": frames, "chunk": engine.vae_chunk, **{f"{k}_s": v for k, v in times.items()}})
     for mode, value in times.items():
-        _ROWS.append({"graph": f"vae_{mode}", "backend": "py_ort", "seconds": seconds, "frames": frames,
-                      "mean_s": value})
+        scaling_rows.append({"graph": f"vae_{mode}", "backend": "py_ort", "seconds": seconds, "frames": frames,
+                             "mean_s": value})
 
 
 @pytest.mark.parametrize("runner", ["torch", "py_ort", "py_ort-fp16"])
-def test_benchmark_scaling_vae_tile(benchmark, engines, runner):
+def test_benchmark_scaling_vae_tile(benchmark, engines, scaling_rows, runner):
     """One upstream VAE tile (256 frames) per backend, and fp16's VAE (the only profile that changes the VAE)."""
     latents = np.random.default_rng(256).standard_normal((1, 64, 256)).astype(np.float32)
     engine = engines(runner)
     engine.decode_latents(latents[:, :, :64])  # warm-up on a short window
     benchmark.group = "scaling_vae_tile_256"
-    benchmark.pedantic(lambda: engine.decode_latents(latents), rounds=1, iterations=1)
-    _ROWS.append({"graph": "vae_tile_256", "backend": runner, "seconds": 256 / FRAMES_PER_SECOND,
+    audio = benchmark.pedantic(lambda: engine.decode_latents(latents), rounds=1, iterations=1)
+    assert np.isfinite(np.asarray(audio)).all(), f"{runner}: the tile decodes to non-finite samples"
+    scaling_rows.append({"graph": "vae_tile_256", "backend": runner, "seconds": 256 / FRAMES_PER_SECOND,
                   "frames": 256, "mean_s": benchmark.stats.stats.mean})
 
 
@@ -263,7 +272,7 @@ def _scaled_case(tmp_dir, seconds: int):
 
 @pytest.mark.parametrize("seconds", E2E_SECONDS, ids=[f"{s}s" for s in E2E_SECONDS])
 @pytest.mark.parametrize("runner", E2E_RUNNERS)
-def test_benchmark_scaling_end_to_end(benchmark, wide, profile_dir, tmp_path, runner, seconds):
+def test_benchmark_scaling_end_to_end(benchmark, wide, profile_dir, scaling_rows, tmp_path, runner, seconds):
     """One whole run per backend and profile in a fresh process, one at a time: wall time and peak RSS."""
     import subprocess
     import sys
@@ -298,93 +307,47 @@ def test_benchmark_scaling_end_to_end(benchmark, wide, profile_dir, tmp_path, ru
     row = {"graph": "end_to_end", "backend": runner, "seconds": seconds, "frames": seconds * FRAMES_PER_SECOND,
            "mean_s": float(info["generate_s"]), "load_s": float(info["load_s"]),
            "peak_rss_mb": info.get("peak_rss_mb")}
+    assert row["mean_s"] > 0 and row["load_s"] >= 0, row
     benchmark.extra_info.update(row)
-    _ROWS.append(row)
+    scaling_rows.append(row)
 
 
-def _against_torch(graph: str, lengths, runners):
-    """(seconds, runner, row, ", / torch R" or "") for every measured row of ``graph``, in table order."""
-    rows = {(r["backend"], r["seconds"]): r for r in _ROWS if r["graph"] == graph}
-    for seconds in lengths:
-        reference = rows.get(("torch", seconds))
-        for runner in runners:
-            row = rows.get((runner, seconds))
-            if row is not None:
-                ratio = f", / torch {row['mean_s'] / reference['mean_s']:.2f}" if reference else ""
-                yield seconds, runner, row, ratio
-
-
-def test_benchmark_scaling_summary(benchmark, wide, profile_dir, extras, record_property):
-    """Roofline, end-to-end ratios, peak RSS and sizes; the table (printed, JSON) and the time-vs-T plot (HTML)."""
-    if not _ROWS:  # the rows are this process's scaling benchmarks, which run before it in file order
-        pytest.skip("no scaling benchmark ran in this process before the summary: select the whole file "
-                    "(pytest --benchmark-only -k scaling), without -n")
-    assert all(r["mean_s"] > 0 and r["frames"] > 0 for r in _ROWS), [r for r in _ROWS if not r["mean_s"] > 0]
-    rates = sgemm_rates()
-    assert all(rate > 0 for rate in rates.values()), rates
+def test_benchmark_scaling_sgemm(benchmark, wide, request, record_property):
+    """The roofline's denominator: SGEMM GFLOP/s (numpy and ONNX Runtime), measured now; and the artifact sizes
+    per profile. Kept on the run's table (tests/conftest.py prints it at the end)."""
     benchmark.group = "scaling_summary"
-    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    rates = benchmark.pedantic(sgemm_rates, rounds=1, iterations=1)
+    assert set(rates) == {"numpy", "ort"} and all(rate > 0 for rate in rates.values()), rates
     sizes = {}
     for profile in ("fp32", *PROFILES):
         folder = wide[1] if profile == "fp32" else wide[1].parent / profile
         if folder.is_dir():
             sizes[profile] = {p.name: p.stat().st_size for p in sorted(folder.glob("*.onnx*"))}
-    best = max(rates.values())
-    lines = [f"SGEMM (2048^3 fp32): numpy {rates['numpy']:.0f} GFLOP/s, ONNX Runtime {rates['ort']:.0f} GFLOP/s "
-             f"(roofline = the DiT step's FLOPs / {best:.0f} GFLOP/s)"]
-    for seconds, runner, row, ratio in _against_torch("dit_step", SECONDS, DIT_RUNNERS):
-        roof = row["gflop"] / best
-        lines.append(f"DiT step {seconds:4d} s (T={row['frames']}, {row['gflop']:.1f} GFLOP) {runner:20s} "
-                     f"{row['mean_s']:.3f} s{ratio}; roofline {roof:.3f} s = {roof / row['mean_s']:.0%}")
-    for seconds, runner, row, ratio in _against_torch("end_to_end", E2E_SECONDS, E2E_RUNNERS):
-        peak = f"{row['peak_rss_mb']:.0f} MB" if row.get("peak_rss_mb") else "n/a"
-        lines.append(f"end to end {seconds:3d} s {runner:20s} generate {row['mean_s']:.2f} s{ratio} "
-                     f"(load {row['load_s']:.1f} s), peak RSS {peak}")
-    for r in _ROWS:
-        if r["graph"] not in ("dit_step", "end_to_end"):
-            lines.append(f"{r['graph']:14s} {r['backend']:12s} T={r['frames']:5d}: {r['mean_s']:.2f} s")
-    for profile, files in sizes.items():
-        lines.append(f"artifact sizes {profile}: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in files.items()))
-    benchmark.extra_info.update({"sgemm_gflops": rates, "rows": _ROWS, "artifact_bytes": sizes})
-    record_property("scaling_table", json.dumps({"sgemm_gflops": rates, "rows": _ROWS, "artifact_bytes": sizes}))
-    print("\n" + "\n".join(lines))
-    png = _plot()
-    if png is not None:
-        import pytest_html
-
-        extras.append(pytest_html.extras.png(base64.b64encode(png).decode("ascii"), "time vs T per backend"))
+    assert sizes.get("fp32"), f"no fp32 artifacts in {wide[1]}"
+    table = scaling_table(request.config)
+    table.sgemm_gflops, table.artifact_bytes = rates, sizes
+    benchmark.extra_info.update({"sgemm_gflops": rates, "artifact_bytes": sizes})
+    record_property("scaling_sgemm", json.dumps({"sgemm_gflops": rates, "artifact_bytes": sizes}))
 
 
-def _plot() -> bytes | None:
-    """Two log-log panels: the DiT step per runner, and the VAE and end-to-end runs per backend and profile."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels: dict[str, dict[str, list[tuple[int, float]]]] = {"DiT step": {}, "VAE and end to end": {}}
-    for r in _ROWS:
-        if r["graph"] == "dit_step":
-            panels["DiT step"].setdefault(r["backend"], []).append((r["frames"], r["mean_s"]))
-        elif r["graph"] in ("vae_upstream", "vae_budget", "end_to_end"):
-            panels["VAE and end to end"].setdefault(f"{r['graph']} {r['backend']}", []).append(
-                (r["frames"], r["mean_s"]))
-    if not any(panels.values()):
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (title, series) in zip(axes, panels.items(), strict=True):
-        for name, points in sorted(series.items()):
-            xs, ys = zip(*sorted(points), strict=True)
-            ax.plot(xs, ys, marker="o", label=name)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(title)
-        ax.set_xlabel("latent frames T (25 per second)")
-        ax.set_ylabel("seconds")
-        if series:
-            ax.legend(fontsize=6)
-        ax.grid(True, which="both", alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+def test_scaling_summary_lines():
+    """The table's lines from given numbers: ratios against torch, roofline share, missing peak RSS, sizes."""
+    table = ScalingTable(
+        rows=[{"graph": "dit_step", "backend": "py_ort", "seconds": 10, "frames": 250, "mean_s": 0.5, "gflop": 20.0},
+              {"graph": "dit_step", "backend": "torch", "seconds": 10, "frames": 250, "mean_s": 1.0, "gflop": 20.0},
+              {"graph": "end_to_end", "backend": "rust-fp16", "seconds": 30, "frames": 750, "mean_s": 3.0,
+               "load_s": 0.5, "peak_rss_mb": None},
+              {"graph": "vae_budget", "backend": "py_ort", "seconds": 10, "frames": 250, "mean_s": 1.5}],
+        sgemm_gflops={"numpy": 80.0, "ort": 100.0},
+        artifact_bytes={"fp32": {"dit_decoder.onnx": 3 * 2**20}})
+    assert summary_lines(table) == [
+        "SGEMM (2048^3 fp32): numpy 80 GFLOP/s, ONNX Runtime 100 GFLOP/s (roofline = the DiT step's FLOPs / 100 "
+        "GFLOP/s)",
+        f"DiT step   10 s (T=250, 20.0 GFLOP) {'torch':20s} 1.000 s, / torch 1.00; roofline 0.200 s = 20%",
+        f"DiT step   10 s (T=250, 20.0 GFLOP) {'py_ort':20s} 0.500 s, / torch 0.50; roofline 0.200 s = 40%",
+        f"end to end  30 s {'rust-fp16':20s} generate 3.00 s (load 0.5 s), peak RSS n/a",
+        f"{'vae_budget':14s} {'py_ort':12s} T=  250: 1.50 s",
+        "artifact sizes fp32: dit_decoder.onnx 3 MiB",
+    ]
+    without_sgemm = summary_lines(ScalingTable(rows=table.rows[:1]))
+    assert without_sgemm == [f"DiT step   10 s (T=250, 20.0 GFLOP) {'py_ort':20s} 0.500 s"]

@@ -131,7 +131,7 @@ def test_tolerance_file_is_the_only_place_gates_live():
 
 
 def test_every_parity_pair_in_use_has_gates(tolerances):
-    from acestep_parity.plugin import GOLDEN_PAIRS, LIVE_PAIRS, STAGE_TENSORS
+    from acestep_parity.parametrize import GOLDEN_PAIRS, LIVE_PAIRS, STAGE_TENSORS
 
     for candidate, reference in GOLDEN_PAIRS + LIVE_PAIRS:
         for tensor in (*STAGE_TENSORS, "vt", "xt", "audio"):
@@ -140,7 +140,7 @@ def test_every_parity_pair_in_use_has_gates(tolerances):
 
 def test_golden_gates_are_never_looser_than_plan_section_9(tolerances):
     """Cross-machine golden gates come from measurement with margin, but never above plan.md §9."""
-    from acestep_parity.plugin import GOLDEN_PAIRS
+    from acestep_parity.parametrize import GOLDEN_PAIRS
 
     plan = tolerances.defaults["plan_section_9"]["fp32"]
     for candidate, reference in GOLDEN_PAIRS:

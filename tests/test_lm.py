@@ -21,7 +21,18 @@ from parity_test_helpers import backend_or_skip
 
 from acestep_ort.host.case import Case
 from acestep_parity import parity
-from acestep_parity.plugin import BACKEND_NAMES, LIVE_PAIRS, _session, planner_record
+from acestep_parity.fixtures import planner_record
+from acestep_parity.fixtures import session_of as _session
+from acestep_parity.parametrize import (
+    GOLDEN,
+    LIVE_PAIRS,
+    Axis,
+    Pair,
+    case_params,
+    named_axis,
+    selected_backends,
+    step_axis,
+)
 
 PROFILE = "fp32"
 
@@ -42,32 +53,24 @@ def _golden_steps(session, case: Case) -> list[int] | None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """[backend x] simple-mode case [x golden decode step], on the parity tests' axes (``parametrize.py``):
+    ids ``backend-case-lmstepN``."""
     names = metafunc.fixturenames
     if "lm_case" not in names:
         return
     session = _session(metafunc.config)
     cases = [c for c in session.cases if c.task == "simple_mode"]
-    backends = metafunc.config.getoption("--backend") or list(BACKEND_NAMES)
-    if "lm_backend_name" not in names:
-        backends = [None]
-    params = []
-    for backend in backends:
-        for case in cases:
-            steps = (_golden_steps(session, case) or [None]) if "lm_step" in names else [None]
-            for step in steps:
-                values, ids = [case], [case.id]
-                if "lm_backend_name" in names:
-                    values.insert(0, backend)
-                    ids.insert(0, backend)
-                if "lm_step" in names:
-                    values.append(step)
-                    ids.append(f"lmstep{step}")
-                params.append(pytest.param(*values, id="-".join(ids), marks=pytest.mark.xdist_group(case.id)))
-    argnames = (["lm_backend_name"] if "lm_backend_name" in names else []) + ["lm_case"] + (
-        ["lm_step"] if "lm_step" in names else [])
+    with_backend = "lm_backend_name" in names
+    heads = [named_axis(selected_backends(metafunc.config))] if with_backend else []
+
+    def steps(case: Case) -> list[Axis]:
+        return [step_axis(_golden_steps(session, case) or [None], "lmstep")] if "lm_step" in names else []
+
+    params = case_params(heads, cases, steps)
     if not params:
         pytest.skip("no simple_mode case selected")
-    metafunc.parametrize(argnames, params)
+    metafunc.parametrize(["lm_backend_name"] * with_backend + ["lm_case"] + ["lm_step"] * ("lm_step" in names),
+                         params)
 
 
 def _backend(parity_session, name: str):
@@ -110,7 +113,7 @@ def _teacher(backend, case: Case, prompt_ids: np.ndarray, tokens: np.ndarray) ->
 
 
 def _pair(backend) -> str:
-    return f"{backend.name}~golden"
+    return Pair(backend.name, GOLDEN).name
 
 
 @pytest.mark.parity
@@ -186,23 +189,21 @@ def test_lm_failure_stage_is_lm():
 
 
 # Live LM pairs besides py_ort~torch (above): the Rust runtime (and the C ABI host) against py_ort and torch.
-LM_LIVE_PAIRS = [f"{c}~{r}" for c, r in LIVE_PAIRS if c in ("rust", "dll")]
+LM_LIVE_PAIRS = [Pair(c, r) for c, r in LIVE_PAIRS if c in ("rust", "dll")]
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("lm_pair", LM_LIVE_PAIRS)
-def test_lm_live_pair(parity_session, lm_pair, lm_case, lm_ready, lm_golden, tolerances, check, record_property):
+@pytest.mark.parametrize("lm_pair", LM_LIVE_PAIRS, ids=[p.name for p in LM_LIVE_PAIRS])
+def test_lm_live_pair(parity_session, lm_pair: Pair, lm_case, lm_ready, lm_golden, tolerances, check, record_property):
     """``rust~py_ort`` (same libonnxruntime: exact) and ``rust~torch``: full-vocabulary teacher-forced logits of
     every step (the golden stream fed in), then the free-running token stream, mask digests, text and metadata.
     Records the smallest reference margin over the largest logits error."""
-    cand_name, ref_name = lm_pair.split("~")
-    chosen = parity_session.config.getoption("--backend") or list(BACKEND_NAMES)
-    if cand_name not in chosen:
-        pytest.skip(f"backend {cand_name} not selected (--backend)")
-    cand, ref = _backend(parity_session, cand_name), _backend(parity_session, ref_name)
+    if lm_pair.candidate not in selected_backends(parity_session.config):
+        pytest.skip(f"backend {lm_pair.candidate} not selected (--backend)")
+    cand, ref = _backend(parity_session, lm_pair.candidate), _backend(parity_session, lm_pair.reference)
     prompt, tokens = lm_golden["lm_prompt_ids"], lm_golden["lm_tokens"]
     rows = check(_teacher(ref, lm_case, prompt, tokens), _teacher(cand, lm_case, prompt, tokens), tensor="lm_logits",
-                 pair=lm_pair, profile=PROFILE, case=lm_case, mode="teacher")
+                 pair=lm_pair.name, profile=PROFILE, case=lm_case, mode="teacher")
     error = next(r.value for r in rows if r.metric == "max_abs")
     margin = float(np.min(lm_golden["lm_margins"]))
     record_property("min_margin", margin)
@@ -211,13 +212,13 @@ def test_lm_live_pair(parity_session, lm_pair, lm_case, lm_ready, lm_golden, tol
     if len(ours["lm_tokens"]) != len(theirs["lm_tokens"]) or not np.array_equal(ours["lm_tokens"],
                                                                                  theirs["lm_tokens"]):
         record_property("failure_tag", "LM")
-        pytest.fail(f"[LM] {lm_case.id}: {lm_pair} token streams differ:\n{ours['lm_tokens']}\nvs\n"
+        pytest.fail(f"[LM] {lm_case.id}: {lm_pair.name} token streams differ:\n{ours['lm_tokens']}\nvs\n"
                     f"{theirs['lm_tokens']}", pytrace=False)
     if not np.array_equal(ours["lm_mask_digests"], theirs["lm_mask_digests"]):
         bad = [i for i, (a, b) in enumerate(zip(ours["lm_mask_digests"], theirs["lm_mask_digests"], strict=True)) if a != b]
         record_property("failure_tag", "LM")
-        pytest.fail(f"[LM] {lm_case.id}: {lm_pair} FSM masks differ at steps {bad}", pytrace=False)
+        pytest.fail(f"[LM] {lm_case.id}: {lm_pair.name} FSM masks differ at steps {bad}", pytrace=False)
     if str(ours["lm_metadata"]) != str(theirs["lm_metadata"]) or str(ours["lm_text"]) != str(theirs["lm_text"]):
         record_property("failure_tag", "LM")
-        pytest.fail(f"[LM] {lm_case.id}: {lm_pair} text/metadata differ:\n{ours['lm_metadata']}\nvs\n"
+        pytest.fail(f"[LM] {lm_case.id}: {lm_pair.name} text/metadata differ:\n{ours['lm_metadata']}\nvs\n"
                     f"{theirs['lm_metadata']}", pytrace=False)

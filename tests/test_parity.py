@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acestep_parity.plugin import STAGE_TENSORS
+from acestep_parity.parametrize import STAGE_TENSORS
 
 
 def _ref(reference: dict[str, np.ndarray], tensor: str, pair, case) -> np.ndarray:

@@ -2,14 +2,15 @@
 
 Excluded from the default run (``--benchmark-skip`` in pytest.ini); no time is asserted. Both variants of a graph
 replay the same recorded inputs (the fp32 folder's own calls on text2music_01 and simple_mode_01) in the same
-process with the same session options; the second of the pair to finish stores ``time_ratio_vs_fp32`` in its
-``extra_info`` (< 1: the profile is faster). docs/onnx_quantization.md has the figures and how to read them.
+process with the same session options; the second of the pair to finish (either order: the means are kept on
+the run's config) stores ``time_ratio_vs_fp32`` in its ``extra_info`` (< 1: the profile is faster). docs/onnx_quantization.md has the figures and how to read them.
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from acestep_parity import paths
@@ -17,7 +18,8 @@ from acestep_parity.exporters.profiles.recipes import PROFILE_NAMES
 
 GRAPHS = ("dit_decoder", "vae_decoder", "lm_prefill", "lm_decode")
 CASES = ("text2music_01", "simple_mode_01")
-_MEANS: dict[tuple[str, str, str], float] = {}
+# {(profile, graph, "fp32" | "profile"): mean seconds} of this run, on its config (not a module global)
+MEANS = pytest.StashKey[dict[tuple[str, str, str], float]]()
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def recorded(onnx_artifacts):
 @pytest.mark.parametrize("which", ("fp32", "profile"))
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
-def test_profile_graph_speed(benchmark, profile, graph, which, onnx_artifacts, recorded):
+def test_profile_graph_speed(benchmark, profile, graph, which, onnx_artifacts, recorded, request):
+    """Both variants replay the same feeds; each call gives every output the graph declares, finite where float."""
     from acestep_parity.exporters.profiles.derive import ensure_profile
     from acestep_parity.exporters.profiles.evaluate import _session
 
@@ -44,8 +47,13 @@ def test_profile_graph_speed(benchmark, profile, graph, which, onnx_artifacts, r
     session = _session((onnx_artifacts if which == "fp32" else directory) / record["file"])
     benchmark.group = f"{profile}:{graph}"
     benchmark.extra_info.update({"profile": profile, "graph": graph, "variant": which, "calls": len(feeds)})
-    benchmark(lambda: [session.run(None, f) for f in feeds])
-    _MEANS[(profile, graph, which)] = benchmark.stats.stats.mean
-    fp32, prof = _MEANS.get((profile, graph, "fp32")), _MEANS.get((profile, graph, "profile"))
+    results = benchmark(lambda: [session.run(None, f) for f in feeds])
+    declared = len(session.get_outputs())
+    assert all(len(outputs) == declared for outputs in results), f"{profile}:{graph} ({which}): missing outputs"
+    floats = [o for outputs in results for o in outputs if np.issubdtype(np.asarray(o).dtype, np.floating)]
+    assert all(np.isfinite(o).all() for o in floats), f"{profile}:{graph} ({which}): non-finite outputs"
+    means = request.config.stash.setdefault(MEANS, {})
+    means[(profile, graph, which)] = benchmark.stats.stats.mean
+    fp32, prof = means.get((profile, graph, "fp32")), means.get((profile, graph, "profile"))
     if fp32 and prof:
         benchmark.extra_info["time_ratio_vs_fp32"] = prof / fp32
