@@ -92,7 +92,8 @@ char *ace_last_error(void);
 // `config_json` is NULL or a NUL-terminated string.
 struct AceContext *ace_create_context(const char *config_json);
 
-// Free a context (`NULL` is ignored). Every context is freed exactly once, after its last use.
+// Free a context (`NULL` is ignored). Every context is freed exactly once, after its last use. Like every entry
+// point it clears this thread's last error.
 //
 // # Safety
 // `ctx` is NULL or a context from `ace_create_context` not freed yet, used by no other thread now.
