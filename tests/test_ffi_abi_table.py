@@ -12,8 +12,9 @@ forgotten). From each prototype the cases are derived mechanically:
 * every ``const char *``: invalid UTF-8 (``invalid_utf8``); every JSON text: a syntax error and, for the objects,
   a JSON array (``invalid_json``), each naming the argument;
 * every length (a ``size_t`` a buffer is sized by): zero, one short, one long, ``SIZE_MAX``, and each of its
-  buffers NULL with length zero: success or an error naming the length or its buffer, never ``SIZE_MAX``
-  accepted; every other ``size_t`` / ``uint32_t`` zero and at its maximum: success or an error naming it.
+  buffers NULL with length zero: success or an error naming the length or a buffer of the call, never
+  ``SIZE_MAX`` accepted; every other ``size_t`` / ``uint32_t`` zero and at its maximum, every ``double`` NaN and
+  +-inf: success or an error naming it.
 
 Every failure must leave a well-formed JSON error (``{"code", "name", "message", "field"}``, code = status, never
 ``internal``), every ``char **out_json`` must be NULL after an error. Buffers are fenced: each ends where a
@@ -275,6 +276,9 @@ def build_cases(functions: list[Function], problems: dict[str, str]) -> list[Cas
                 else:
                     case(f"{p.name}-zero", "scalar", p.name, [(p.name, 0)])
                     case(f"{p.name}-max", "scalar", p.name, [(p.name, top)])
+            if p.kind == "scalar" and p.base == "double":
+                for label, value in (("nan", float("nan")), ("inf", float("inf")), ("neg-inf", float("-inf"))):
+                    case(f"{p.name}-{label}", "scalar", p.name, [(p.name, value)])
     return cases
 
 
@@ -393,7 +397,7 @@ class Child:
             if isinstance(change, str) and change in ("ZERO", "SHORT", "LONG", "MAX"):
                 valid = valid_scalars[name]
                 values[name] = {"ZERO": 0, "SHORT": valid - 1, "LONG": valid + 1, "MAX": SIZE_MAX}[change]
-            elif isinstance(change, int):
+            elif isinstance(change, int | float):
                 values[name] = change
         fences: list[Fence] = []
         slots: dict[str, int] = {}
