@@ -3,7 +3,7 @@
 * linking: no ONNX Runtime inside (``readelf -d`` NEEDED, ``nm -D`` symbols), the exported ``ace_*`` symbols a
   superset of the committed ABI v1 list (additions only), every header function exported;
 * the error contract through ctypes: NULL pointers, invalid UTF-8, bad JSON, wrong lengths give a status and a
-  structured JSON error, never a crash;
+  structured JSON error, never a crash (every entry point and argument of the header: tests/test_ffi_abi_table.py);
 * the Python host (the ``dll`` backend): every capture of every case equal to py_ort's, max_abs recorded
   (the per-tensor / per-step gates of ``dll~py_ort`` and ``dll~torch`` run in ``tests/test_parity.py``);
 * the C and Node.js hosts run one whole case each, captures bit-equal to py_ort; the C# host (Mono) replays

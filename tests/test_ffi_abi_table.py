@@ -314,6 +314,8 @@ class Fence:
 
 
 class Child:
+    """The library loaded with the argument and return types the parsed header gives, a live context, the recipes."""
+
     def __init__(self, lib_path: Path, onnx_dir: Path, tmp: Path):
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.mmap.restype = ctypes.c_void_p
@@ -341,7 +343,8 @@ class Child:
         self.calls = 0
 
     @staticmethod
-    def _ctype(base: str, stars: int):
+    def _ctype(base: str, stars: int) -> Any:
+        """The ctypes type of a header type (every pointer as a raw address)."""
         if stars:
             return ctypes.c_void_p
         return {"void": None, "uint32_t": ctypes.c_uint32, "size_t": ctypes.c_size_t, "double": ctypes.c_double,
