@@ -11,7 +11,8 @@ forgotten). From each prototype the cases are derived mechanically:
 * every typed buffer and out-pointer misaligned by one byte: ``invalid_argument`` naming it;
 * every ``const char *``: invalid UTF-8 (``invalid_utf8``); every JSON text: a syntax error and, for the objects,
   a JSON array (``invalid_json``), each naming the argument;
-* every length (a ``size_t`` a buffer is sized by): zero, one short, one long, ``SIZE_MAX``, and each of its
+* every length (a ``size_t`` a buffer is sized by, as the header's ``# Safety`` lines say: `` `xt`, `vt` hold
+  `len` floats``; a pointer they do not document fails a test of its own): zero, one short, one long, ``SIZE_MAX``, and each of its
   buffers NULL with length zero: success or an error naming the length or a buffer of the call, never
   ``SIZE_MAX`` accepted; every other ``size_t`` / ``uint32_t`` zero and at its maximum, every ``double`` NaN and
   +-inf: success or an error naming it.
@@ -211,22 +212,42 @@ RECIPE_NAMES = (
     "ace_write_wav", "ace_json_f64", "ace_json_i64", "ace_lm_reset", "ace_apply_lm_constraints", "ace_lm_update",
     "ace_finalize_metadata", "ace_prepare_planned_request",
 )
-# Which size_t parameter sizes which buffer (the recipes' Buf.length), without a live library.
-LENGTHS = {
-    "ace_noise": {"n_seeds": ("seeds",), "out_len": ("out",)},
-    "ace_context_latents": {"out_len": ("out",)},
-    "ace_timbre_reference": {"out_len": ("out",)},
-    "ace_prepare_step_inputs": {"out_len": ("out_timestep",)},
-    "ace_scheduler_step": {"len": ("xt", "vt", "out_xt")},
-    "ace_tile_window": {"latents_len": ("latents",), "out_len": ("out",)},
-    "ace_postprocess_audio": {"len": ("audio", "out")},
-    "ace_write_wav": {"len": ("audio",)},
-    "ace_json_f64": {"capacity": ("out",)},
-    "ace_json_i64": {"capacity": ("out",)},
-    "ace_apply_lm_constraints": {"vocab_size": ("logits", "out_masked_logits")},
-    "ace_finalize_metadata": {"len": ("token_ids",)},
-    "ace_prepare_planned_request": {"len": ("token_ids",)},
-}
+
+
+def doc_comments(text: str) -> dict[str, str]:
+    """The ``//`` comment block right above each ``ace_*`` prototype (``As `ace_x`.`` resolved to ace_x's)."""
+    blocks, lines = {}, []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("//"):
+            lines.append(stripped[2:].strip())
+            continue
+        m = re.match(r"^[A-Za-z_][\w \t*]*?\b(ace_\w+)\(", stripped)
+        if m:
+            blocks[m[1]] = " ".join(lines)
+        lines = []
+    for name, doc in blocks.items():
+        alias = re.search(r"\bAs `(ace_\w+)`", doc)
+        if alias and alias[1] in blocks:
+            blocks[name] = doc + " " + blocks[alias[1]]
+    return blocks
+
+
+_HOLDS = re.compile(r"((?:`\w+`(?:,\s*)?)+)\s+holds?\s+`(\w+)`")
+
+
+def documented_lengths(text: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``{function: {length: buffers}}`` from the ``# Safety`` lines (`` `xt`, `vt` hold `len` floats``)."""
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for name, doc in doc_comments(text).items():
+        pairs: dict[str, tuple[str, ...]] = {}
+        for bufs, length in _HOLDS.findall(doc.split("# Safety", 1)[-1]):
+            names = tuple(re.findall(r"`(\w+)`", bufs))
+            pairs[length] = tuple(dict.fromkeys(pairs.get(length, ()) + names))
+        if pairs:
+            out[name] = pairs
+    return out
+
 
 # ------------------------------------------------------------------------------------------- the cases
 
@@ -283,6 +304,8 @@ def build_cases(functions: list[Function], problems: dict[str, str]) -> list[Cas
 
 HEADER_TEXT = HEADER.read_text(encoding="utf-8")
 FUNCTIONS, PROBLEMS = parse_header(HEADER_TEXT)
+# Which size_t sizes which buffer, as the header documents it: the length cases come from here.
+LENGTHS = documented_lengths(HEADER_TEXT)
 CASE_LIST = build_cases(FUNCTIONS, PROBLEMS)
 CASE_IDS = [c.id for c in CASE_LIST]
 
@@ -660,6 +683,30 @@ def test_header_parses_completely():
     assert len(names) == len(set(names)) >= 22, names
     assert sorted(set(names) - set(RECIPE_NAMES)) == [], "entry points without a recipe"
     assert sorted(set(RECIPE_NAMES) - set(names)) == [], "recipes of functions the header no longer declares"
+
+
+def test_header_documents_every_pointer_and_the_recipes_agree():
+    """Each pointer argument (but ``ctx``) is named in its function's ``# Safety`` lines, each buffer with the length
+    that sizes it (or as a single writable element); the recipes size their buffers by the same lengths."""
+    docs = doc_comments(HEADER_TEXT)
+    table = recipes(Env(Path("onnx"), Path("tmp"), 8, 64, (0, 8), 16))
+    undocumented, disagree = [], []
+    for fn in FUNCTIONS:
+        safety = docs.get(fn.name, "").split("# Safety", 1)[-1]
+        sized = {b: length for length, bufs in LENGTHS.get(fn.name, {}).items() for b in bufs}
+        for p in fn.params:
+            if p.is_pointer and p.kind != "ctx" and f"`{p.name}`" not in safety:
+                undocumented.append(f"{fn.name}({p.name})")
+            spec = table.get(fn.name, ({}, None))[0].get(p.name)
+            if isinstance(spec, Buf) and spec.length != sized.get(p.name):
+                disagree.append(f"{fn.name}: the recipe sizes {p.name} by {spec.length}, the header by "
+                                f"{sized.get(p.name)}")
+            if p.kind == "buffer" and p.name not in sized and not re.search(
+                    rf"`{p.name}`[^;]*\b(is|are) writable", safety):
+                undocumented.append(f"{fn.name}({p.name}): no length and not a single writable element")
+    assert not undocumented, undocumented
+    assert not disagree, disagree
+    assert len(LENGTHS) >= 13, LENGTHS  # the parser found the length of every buffer-taking function
 
 
 def test_header_parser_refuses_what_it_cannot_read():
