@@ -92,7 +92,8 @@ char *ace_last_error(void);
 // `config_json` is NULL or a NUL-terminated string.
 struct AceContext *ace_create_context(const char *config_json);
 
-// Free a context (`NULL` is ignored). Every context is freed exactly once, after its last use.
+// Free a context (`NULL` is ignored). Every context is freed exactly once, after its last use. Like every entry
+// point it clears this thread's last error.
 //
 // # Safety
 // `ctx` is NULL or a context from `ace_create_context` not freed yet, used by no other thread now.
@@ -164,7 +165,8 @@ AceStatus ace_scheduler_step(const struct AceContext *ctx,
                              float *out_xt);
 
 // The VAE decoder input of tile `tile` of item `item`: `[64, win]` (row-major) from `[batch, frames, 64]`
-// latents; `out_len` must be `64 * (win_end - win_start)` of that tile (see the request's `tiles`).
+// latents (`frames` 1..2^20); `out_len` must be `64 * (win_end - win_start)` of that tile (see the request's
+// `tiles`).
 //
 // # Safety
 // `latents` holds `latents_len` floats; `out` holds `out_len` writable floats.
@@ -178,7 +180,8 @@ AceStatus ace_tile_window(const struct AceContext *ctx,
                           float *out,
                           size_t out_len);
 
-// The samples `[*out_start, *out_end)` of a decoded tile (`decoded_len` samples per channel) to keep.
+// The samples `[*out_start, *out_end)` of a decoded tile (`decoded_len` samples per channel) to keep
+// (`frames` 1..2^20).
 //
 // # Safety
 // `out_start`, `out_end` are writable.

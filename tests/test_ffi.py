@@ -3,7 +3,7 @@
 * linking: no ONNX Runtime inside (``readelf -d`` NEEDED, ``nm -D`` symbols), the exported ``ace_*`` symbols a
   superset of the committed ABI v1 list (additions only), every header function exported;
 * the error contract through ctypes: NULL pointers, invalid UTF-8, bad JSON, wrong lengths give a status and a
-  structured JSON error, never a crash;
+  structured JSON error, never a crash (every entry point and argument of the header: tests/test_ffi_abi_table.py);
 * the Python host (the ``dll`` backend): every capture of every case equal to py_ort's, max_abs recorded
   (the per-tensor / per-step gates of ``dll~py_ort`` and ``dll~torch`` run in ``tests/test_parity.py``);
 * the C and Node.js hosts run one whole case each, captures bit-equal to py_ort; the C# host (Mono) replays
@@ -287,17 +287,21 @@ def ort_c_header_dir() -> Path:
     return directory
 
 
-def test_c_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_property):
-    from acestep_ort.host.case import load_case
-
+def _build_c_host(library: Path, exe: Path, flags: list[str]) -> subprocess.CompletedProcess:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler (cc/gcc)")
+    return subprocess.run([cc, *flags, "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(HEADER.parent), "-I",
+                           str(ort_c_header_dir()), str(EXAMPLES / "c" / "run_case.c"), "-o", str(exe),
+                           "-L", str(library.parent), "-lacestep_runtime", f"-Wl,-rpath,{library.parent}", "-ldl"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_c_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_property):
+    from acestep_ort.host.case import load_case
+
     exe = tmp_path / "run_case"
-    build = subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(HEADER.parent), "-I",
-                            str(ort_c_header_dir()), str(EXAMPLES / "c" / "run_case.c"), "-o", str(exe),
-                            "-L", str(library.parent), "-lacestep_runtime", f"-Wl,-rpath,{library.parent}", "-ldl"],
-                           capture_output=True, text=True, timeout=300)
+    build = _build_c_host(library, exe, ["-O2"])
     assert build.returncode == 0, build.stderr
     case = paths.CASES_DIR / "text2music_02.json"
     out = tmp_path / "out"
@@ -309,6 +313,39 @@ def test_c_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_pro
     record_property("max_abs", json.dumps(worst))
     assert not {k: v for k, v in worst.items() if v}, worst
     assert (out / "out.wav").stat().st_size > 58
+
+
+def test_c_host_under_address_sanitizer(library, dll, py_ort, tmp_path, record_property):
+    """The C host built with ``-fsanitize=address`` runs a whole case: no invalid access in the host or in the libc
+    calls the library makes on its buffers, and no leak but ONNX Runtime's own and the example's host buffers
+    (which it leaves to process exit): everything the library hands out is freed (LeakSanitizer, where it can
+    run). The library itself is not instrumented. A few seconds."""
+    from acestep_ort.host.case import load_case
+
+    exe = tmp_path / "run_case_asan"
+    build = _build_c_host(library, exe, ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"])
+    if build.returncode != 0 and "asan" in build.stderr.lower():
+        pytest.skip(f"this compiler cannot link AddressSanitizer: {build.stderr.strip()[-300:]}")
+    assert build.returncode == 0, build.stderr
+    suppressions = tmp_path / "lsan.supp"
+    suppressions.write_text("leak:libonnxruntime.so\nleak:xmalloc\n", encoding="utf-8")
+    case = paths.CASES_DIR / "text2music_02.json"
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def run(leaks: bool) -> subprocess.CompletedProcess:
+        env = {**os.environ, "ASAN_OPTIONS": f"detect_leaks={int(leaks)}:halt_on_error=1",
+               "LSAN_OPTIONS": f"suppressions={suppressions}"}
+        return subprocess.run([str(exe), str(dll.onnx_dir), str(case), str(_onnxruntime_dylib()), str(out)],
+                              capture_output=True, text=True, timeout=600, env=env)
+
+    proc, leaks = run(True), True
+    if "LeakSanitizer has encountered a fatal error" in proc.stderr:  # no ptrace here (some containers)
+        proc, leaks = run(False), False
+    record_property("leak_check", leaks)
+    assert proc.returncode == 0 and "Sanitizer" not in proc.stderr, proc.stderr[-6000:]
+    worst = _compare_dumps(out, py_ort.run_case(load_case(case)).arrays)
+    assert not {k: v for k, v in worst.items() if v}, worst
 
 
 def test_node_pins_the_python_onnxruntime_version():

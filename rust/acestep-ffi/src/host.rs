@@ -229,6 +229,10 @@ pub fn scheduler_step(xt: &[f32], vt: &[f32], dt: f64) -> FfiResult<Vec<f32>> {
 
 /// The plan of `frames` latent frames, or an error naming `frames`.
 pub fn plan(frames: usize) -> FfiResult<Vec<tiling::Tile>> {
+    if frames > 1 << 20 {
+        // A plan holds one tile per stride: an absurd `frames` would be an allocation failure, an abort.
+        return Err(FfiError::arg("frames", format!("frames must be at most 2^20, got {frames}")));
+    }
     tiling::plan_tiles(frames, tiling::CPU_CHUNK_SIZE, tiling::OVERLAP)
         .map_err(|e| FfiError::arg("frames", e.to_string()))
 }
@@ -249,7 +253,7 @@ pub fn tile_window(
     tile: usize,
 ) -> FfiResult<(usize, Vec<f32>)> {
     if batch == 0 || frames == 0 {
-        return Err(FfiError::arg("batch", "batch and frames must be positive"));
+        return Err(FfiError::arg(if batch == 0 { "batch" } else { "frames" }, "batch and frames must be positive"));
     }
     if item >= batch {
         return Err(FfiError::arg("item", format!("item {item} is out of range for batch {batch}")));

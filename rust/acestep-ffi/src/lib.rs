@@ -88,12 +88,14 @@ pub unsafe extern "C" fn ace_create_context(config_json: *const c_char) -> *mut 
     created
 }
 
-/// Free a context (`NULL` is ignored). Every context is freed exactly once, after its last use.
+/// Free a context (`NULL` is ignored). Every context is freed exactly once, after its last use. Like every entry
+/// point it clears this thread's last error.
 ///
 /// # Safety
 /// `ctx` is NULL or a context from `ace_create_context` not freed yet, used by no other thread now.
 #[no_mangle]
 pub unsafe extern "C" fn ace_free_context(ctx: *mut AceContext) {
+    error::clear_last_error();
     if ctx.is_null() {
         return;
     }
@@ -173,8 +175,11 @@ pub unsafe extern "C" fn ace_context_latents(
     guard(|| {
         let ctx = context(ctx)?;
         let out = slice_mut(out, out_len, "out")?;
-        if frames == 0 || batch == 0 || frames > 1 << 20 || batch > 1 << 10 {
-            return Err(FfiError::arg("frames", "frames (1..2^20) and batch (1..1024) must be positive"));
+        if frames == 0 || frames > 1 << 20 {
+            return Err(FfiError::arg("frames", format!("frames must be 1..2^20, got {frames}")));
+        }
+        if batch == 0 || batch > 1 << 10 {
+            return Err(FfiError::arg("batch", format!("batch must be 1..1024, got {batch}")));
         }
         expect_len("out", out.len(), batch * frames * 2 * ctx.silence.channels)?;
         out.copy_from_slice(&ctx.silence.context_latents(frames, batch));
@@ -254,7 +259,8 @@ pub unsafe extern "C" fn ace_scheduler_step(
 }
 
 /// The VAE decoder input of tile `tile` of item `item`: `[64, win]` (row-major) from `[batch, frames, 64]`
-/// latents; `out_len` must be `64 * (win_end - win_start)` of that tile (see the request's `tiles`).
+/// latents (`frames` 1..2^20); `out_len` must be `64 * (win_end - win_start)` of that tile (see the request's
+/// `tiles`).
 ///
 /// # Safety
 /// `latents` holds `latents_len` floats; `out` holds `out_len` writable floats.
@@ -280,7 +286,8 @@ pub unsafe extern "C" fn ace_tile_window(
     })
 }
 
-/// The samples `[*out_start, *out_end)` of a decoded tile (`decoded_len` samples per channel) to keep.
+/// The samples `[*out_start, *out_end)` of a decoded tile (`decoded_len` samples per channel) to keep
+/// (`frames` 1..2^20).
 ///
 /// # Safety
 /// `out_start`, `out_end` are writable.
@@ -319,6 +326,9 @@ pub unsafe extern "C" fn ace_postprocess_audio(
 ) -> AceStatus {
     guard(|| {
         context(ctx)?;
+        if batch == 0 || (len > 0 && batch > len) {
+            return Err(FfiError::arg("batch", format!("batch must be 1..len ({len}), got {batch}")));
+        }
         let processed = host::postprocess_audio(slice(audio, len, "audio")?, batch)?;
         slice_mut(out, len, "out")?.copy_from_slice(&processed);
         Ok(())
@@ -340,6 +350,9 @@ pub unsafe extern "C" fn ace_write_wav(
     guard(|| {
         context(ctx)?;
         let path = c_str(path, "path")?;
+        if channels == 0 || channels > 16 {
+            return Err(FfiError::arg("channels", format!("channels must be 1..16, got {channels}")));
+        }
         let bytes = host::wav_bytes(slice(audio, len, "audio")?, channels, acestep_core::latents::SAMPLE_RATE)?;
         host::write_file(Path::new(path), &bytes)
     })
