@@ -195,3 +195,37 @@ def test_lossy_profile_needs_a_reason(tmp_path):
     bad.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ToleranceError, match="reason"):
         Tolerances.load(bad)
+
+
+def _profile_pair(tmp_path: Path, profile: str) -> tuple[Path, Path, dict]:
+    """An fp32 manifest and a profile folder whose key was written for it (no graphs: the key alone decides)."""
+    from acestep_parity.exporters.profiles.derive import RECIPES, profile_key
+
+    fp32, out = tmp_path / "fp32", tmp_path / profile
+    fp32.mkdir()
+    out.mkdir()
+    fp32_manifest = {"graphs": {"dit_decoder": {"sha256": "a" * 64}, "text_encoder": {"sha256": "b" * 64}}}
+    (fp32 / "manifest.json").write_text(json.dumps(fp32_manifest), encoding="utf-8")
+    recipes = {n: r for n, r in RECIPES[profile].items() if n in fp32_manifest["graphs"]}
+    key = profile_key(fp32_manifest, profile, recipes, {})
+    (out / "manifest.json").write_text(json.dumps({"key": key, "graphs": {}}), encoding="utf-8")
+    return fp32, out, fp32_manifest
+
+
+@pytest.mark.parametrize("profile", ["fp16", "int8_dynamic"])
+def test_a_profile_is_not_reused_after_its_fp32_source_changed(profile, tmp_path):
+    """The cached profile's key holds the SHA-256 of every fp32 graph: a re-exported DiT (or a copied graph)
+    re-derives the profile instead of serving one made from the old graph."""
+    from acestep_parity.exporters.profiles.derive import profile_matches
+
+    fp32, out, fp32_manifest = _profile_pair(tmp_path, profile)
+    assert profile_matches(out, fp32, profile)
+    for graph in fp32_manifest["graphs"]:
+        changed = json.loads(json.dumps(fp32_manifest))
+        changed["graphs"][graph]["sha256"] = "c" * 64
+        (fp32 / "manifest.json").write_text(json.dumps(changed), encoding="utf-8")
+        assert not profile_matches(out, fp32, profile), f"{profile} reused after {graph} changed"
+    changed = {"graphs": {**fp32_manifest["graphs"], "vae_decoder": {"sha256": "d" * 64}}}
+    (fp32 / "manifest.json").write_text(json.dumps(changed), encoding="utf-8")
+    assert not profile_matches(out, fp32, profile), "reused after a graph was added to the fp32 folder"
+    assert not profile_matches(out, fp32, "fp16" if profile != "fp16" else "int8_dynamic")
