@@ -27,7 +27,7 @@ import numpy as np
 
 from acestep_ort.host import lm_parse, lm_planner, lm_prompt
 from acestep_ort.host.case import discover_cases
-from acestep_ort.host.lm_fsm import FIXED_STRINGS, FsmTables, LmFsm, load_genres
+from acestep_ort.host.lm_fsm import FIXED_STRINGS, FsmTables, LmFsm, S, load_genres
 from acestep_ort.host.lm_tokenizer import GENRES_FILE, LM_DIR, FastTokenizer
 from acestep_parity import paths
 
@@ -166,6 +166,70 @@ def _random_run(tok: RecordingTokenizer, genres: list[str], spec: dict) -> dict:
             "options": spec["options"], "teacher_forced": False, "steps": steps}
 
 
+# Runs steered to FSM branches that random logits do not reach: each script is forced text (the token at 100, the
+# rest FILL), "top" steps (sparse logits given by token text, or "audio_code" for an in-range audio-code token) and
+# "expect" checks that the generator really reached the branch (checked here, not recorded).
+DIRECTED_RUNS = (
+    # The caption's lookahead after a newline reads the raw top token, before the audio-code mask: an in-range
+    # audio code starting the next line ends the caption (its text starts with "<", not a space).
+    {"name": "directed_caption_ends_on_audio_code", "max_duration": 600, "user_metadata": {}, "options": {},
+     "script": [("text", "<think>\nbpm: 90\ncaption: a calm song.\n"),
+                ("top", {"audio_code": 50.0, " more": 10.0}), ("expect", "caption_ending"),
+                ("fill", 6)]},
+    # The same line starting with a space continues the caption (and codes stay masked).
+    {"name": "directed_caption_continues_after_space", "max_duration": 600, "user_metadata": {}, "options": {},
+     "script": [("text", "<think>\nbpm: 90\ncaption: a calm song.\n"),
+                ("top", {" more": 50.0, "audio_code": 10.0}), ("expect", "caption_continues"), ("fill", 4)]},
+    # No language injected: the language value is the top-1 among the first tokens of every language, even
+    # when the top token overall is not one of them.
+    {"name": "directed_language_top1_among_first_tokens", "max_duration": 600, "user_metadata": {}, "options": {},
+     "script": [("text", "<think>\nbpm: 90\ncaption: x.\n"), ("text", "language:"),
+                ("expect", "language_value"), ("top", {"Warm": 9.0, " ja": 1.0}), ("expect", "language_chosen"),
+                ("fill", 6)]},
+    # (Not here: every language first token tied at FILL. Upstream takes the first maximum in the iteration order
+    # of a Python set, which py_ort reproduces and Rust does not: it takes the lowest id. Model logits do not tie
+    # exactly; docs/lm_planner.md says so.)
+)
+
+
+def _directed_run(tok: RecordingTokenizer, genres: list[str], spec: dict) -> dict:
+    tables = FsmTables(tok, genres, spec["max_duration"])
+    _record_user_values(tok, spec["user_metadata"])
+    fsm = LmFsm(tables, user_metadata=dict(spec["user_metadata"]), **spec["options"])
+    vocab = len(tok)
+    steps: list[dict] = []
+    history: list[int] = []
+
+    def step(ids: list[int], values: list[float]) -> int:
+        order = np.argsort(ids, kind="stable")
+        rec, chosen = _step_record(fsm, [ids[i] for i in order], np.asarray(values, np.float32)[order], vocab,
+                                   history, None)
+        history.append(chosen)
+        steps.append(rec)
+        return chosen
+
+    for kind, arg in spec["script"]:
+        if kind == "text":
+            for token in tok.encode(arg):
+                step([token], [100.0])
+        elif kind == "top":
+            ids = [int(tables.audio_code_ids[5]) if text == "audio_code" else tok.encode(text)[0] for text in arg]
+            step(ids, list(arg.values()))
+        elif kind == "fill":
+            for _ in range(arg):
+                step([0], [float(FILL)])
+        else:
+            reached = {"caption_ending": fsm.caption_ending and fsm.state == S.CAPTION_VALUE,
+                       "caption_continues": not fsm.caption_ending and fsm.state == S.CAPTION_VALUE,
+                       "language_value": fsm.state == S.LANGUAGE_VALUE and not fsm.accumulated_token_ids,
+                       "language_chosen": fsm.state == S.LANGUAGE_VALUE and
+                       history[-1:] == [tok.encode(" ja")[0]]}[arg]
+            if not reached:
+                raise AssertionError(f"{spec['name']}: the script did not reach {arg} (state {fsm.state.name})")
+    return {"name": spec["name"], "max_duration": spec["max_duration"], "user_metadata": spec["user_metadata"],
+            "options": spec["options"], "teacher_forced": False, "steps": steps}
+
+
 PARSE_TEXTS = (
     ("<think>\nbpm: 120\ncaption: a\n  b\n\nduration: 30\ngenres: pop\n</think>\n\n# Lyric\n[verse]\nla<|im_end|>", False),
     ("<think>\nbpm: fast\nduration: 007\nmood:duration: 34\nkeyscale: C major\n</think>\n\n# Lyrics\nhey", False),
@@ -206,6 +270,7 @@ def lm_fsm_vectors(checkpoint: Path | None = None) -> dict | None:
     cases = [c for c in discover_cases(paths.CASES_DIR) if c.task == "simple_mode"]
     runs = [r for r in (_case_run(tok, genres, checkpoint, c) for c in cases) if r is not None]
     runs += [_random_run(tok, genres, spec) for spec in RANDOM_RUNS]
+    runs += [_directed_run(tok, genres, spec) for spec in DIRECTED_RUNS]
     # every suffix of every fixed string (the Rust tables precompute them; Python asks lazily)
     tables = FsmTables(tok, genres, 600)
     for fixed in FIXED_STRINGS.values():

@@ -203,6 +203,22 @@ def test_caption_ending_unknown_field_forces_duration(tok, tables):
     assert text == "duration:"
 
 
+@pytest.mark.parametrize("next_line", ["audio_code", " more"])
+def test_caption_lookahead_reads_the_raw_top_token(tok, tables, next_line):
+    """After a newline in the caption, the raw top token (before the audio-code mask) decides: an in-range audio
+    code (text "<...") ends the caption and the step is left unmasked; a leading space continues it, codes masked."""
+    fsm = LmFsm(tables)
+    _feed(fsm, tok, "<think>\nbpm: 90\ncaption: a calm song.\n")
+    code, more = int(tables.audio_code_ids[5]), tok.encode(" more")[0]
+    logits = np.zeros(len(tok), dtype=np.float32)
+    logits[code], logits[more] = (50.0, 10.0) if next_line == "audio_code" else (10.0, 50.0)
+    out = fsm.process([], logits.copy())
+    if next_line == "audio_code":
+        assert fsm.caption_ending and np.array_equal(out, logits)
+    else:
+        assert not fsm.caption_ending and not np.isfinite(out[tables.audio_code_ids]).any()
+
+
 def test_audio_codes_blocked_in_caption_and_lyrics(tok, tables):
     fsm = LmFsm(tables)
     _feed(fsm, tok, "<think>\nbpm: 90\ncaption:")
