@@ -10,15 +10,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 XDIST ?= 2
 PYTEST_XDIST := $(if $(filter 0,$(XDIST)),,-n $(XDIST) --dist loadgroup)
 REPORTS := reports
-# Rust: the workspace builds into a cache folder outside the clone, so a fresh clone (CI) reuses the build.
+# Rust: the workspace builds into ./target, cargo's own default, so `cargo run` / `cargo build` typed in the clone
+# reuse the build. ./target is a link to a cache folder outside the clone, one per checkout path, so a fresh clone
+# at the same path (CI) reuses the build, and two checkouts never share test binaries (they embed their path).
 CARGO ?= $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bin/cargo),cargo)
 CARGO_JOBS ?= 2
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/acestep-parity/cargo-target
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+TARGET_CACHE := $(HOME)/.cache/acestep-parity/cargo-targets/$(notdir $(CURDIR))-$(shell printf '%s' "$(CURDIR)" | sha256sum | cut -c1-12)
 HAVE_CARGO := $(shell command -v $(CARGO) 2>/dev/null)
 # rustfmt is a rustup component; where it is missing the format check is skipped, not the build.
 FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; else echo "rustfmt missing: format check skipped"; fi
 
-.PHONY: setup run test lint clean rust rust-test rust-lint header dist host-deps
+.PHONY: setup run test lint clean rust rust-test rust-lint header dist host-deps target-link
 
 setup: $(DEPS_STAMP)
 
@@ -45,7 +48,12 @@ lint: setup rust-lint
 	$(PY) -m ruff check .
 
 # The Rust runtime (rust/, the `generate` binary). Without cargo the rust backend skips, saying how to build it.
-rust:
+# ./target -> the checkout's cache folder (only when ./target is the target folder and does not exist yet).
+target-link:
+	@if [ "$(CARGO_TARGET_DIR)" = "$(CURDIR)/target" ] && [ ! -e target ] && [ ! -L target ]; then \
+		mkdir -p "$(TARGET_CACHE)" && ln -s "$(TARGET_CACHE)" target; fi
+
+rust: target-link
 ifdef HAVE_CARGO
 	$(CARGO) build --release --locked -j $(CARGO_JOBS)
 else
@@ -58,7 +66,7 @@ ifdef HAVE_CARGO
 	$(CARGO) test --release --locked -j $(CARGO_JOBS)
 endif
 
-rust-lint:
+rust-lint: target-link
 ifdef HAVE_CARGO
 	$(FMT_CHECK)
 	$(CARGO) clippy --locked -j $(CARGO_JOBS) --all-targets -- -D warnings
@@ -66,7 +74,7 @@ endif
 
 # The C-ABI library (rust/acestep-ffi): regenerate include/acestep_runtime.h with cbindgen (a test fails when it is
 # stale), and the release archive dist/acestep-runtime-*.tar.gz with SHA256SUMS (docs/dll_api.md).
-header:
+header: target-link
 	ACESTEP_UPDATE_HEADER=1 $(CARGO) test --release --locked -j $(CARGO_JOBS) -p acestep-ffi --test header
 
 dist: rust

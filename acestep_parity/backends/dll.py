@@ -37,15 +37,12 @@ def load_host_module():
 
 
 def find_library() -> Path | None:
-    """``$ACESTEP_FFI_LIB``, else ``libacestep_runtime.so`` in the cargo target folder (Makefile's, then repo's)."""
+    """``$ACESTEP_FFI_LIB``, else ``libacestep_runtime.so`` in the cargo target folder (``$CARGO_TARGET_DIR``, else ``target/``)."""
     env = os.environ.get("ACESTEP_FFI_LIB")
     if env:
         return Path(env) if Path(env).is_file() else None
-    for base in (default_target_dir(), paths.REPO_ROOT / "target"):
-        candidate = base / "release" / "libacestep_runtime.so"
-        if candidate.is_file():
-            return candidate
-    return None
+    candidate = default_target_dir() / "release" / "libacestep_runtime.so"
+    return candidate if candidate.is_file() else None
 
 
 @register

@@ -37,23 +37,21 @@ RUN_TIMEOUT_S = 1800
 
 
 def default_target_dir() -> Path:
-    """Where ``cargo`` puts the build: ``$CARGO_TARGET_DIR``, else the Makefile's cache folder."""
+    """Where ``cargo`` puts the build: ``$CARGO_TARGET_DIR``, else the repository's ``target/`` (cargo's default;
+    the Makefile makes it a link to a per-checkout cache folder)."""
     env = os.environ.get("CARGO_TARGET_DIR")
     if env:
         return Path(env)
-    return Path.home() / ".cache" / "acestep-parity" / "cargo-target"
+    return paths.REPO_ROOT / "target"
 
 
 def find_binary() -> Path | None:
-    """``$ACESTEP_RUST_GENERATE``, else ``generate`` in the cargo target folder (Makefile's, then the repo's)."""
+    """``$ACESTEP_RUST_GENERATE``, else ``generate`` in the cargo target folder (:func:`default_target_dir`)."""
     env = os.environ.get("ACESTEP_RUST_GENERATE")
     if env:
         return Path(env) if Path(env).is_file() else None
-    for base in (default_target_dir(), paths.REPO_ROOT / "target"):
-        candidate = base / "release" / "generate"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    candidate = default_target_dir() / "release" / "generate"
+    return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
 
 
 def python_ort_dylib() -> Path | None:

@@ -46,20 +46,19 @@ class AceError(RuntimeError):
 
 
 def default_library() -> Path:
-    """``$ACESTEP_FFI_LIB``, else ``libacestep_runtime.so`` in the cargo target folder (``$CARGO_TARGET_DIR``,
-    then the Makefile's cache folder, then ``target/``)."""
+    """``$ACESTEP_FFI_LIB``, else ``lib/libacestep_runtime.so`` of the unpacked release archive this file came in,
+    else the cargo target folder (``$CARGO_TARGET_DIR``, else the repository's ``target/``)."""
     env = os.environ.get("ACESTEP_FFI_LIB")
     if env:
         return Path(env)
     name = {"darwin": "libacestep_runtime.dylib", "win32": "acestep_runtime.dll"}.get(sys.platform,
                                                                                      "libacestep_runtime.so")
-    bases = [os.environ.get("CARGO_TARGET_DIR"), str(Path.home() / ".cache/acestep-parity/cargo-target"),
-             str(Path(__file__).resolve().parents[3] / "target")]
-    for base in filter(None, bases):
-        candidate = Path(base) / "release" / name
-        if candidate.is_file():
-            return candidate
-    return Path(bases[0] or bases[1]) / "release" / name
+    here = Path(__file__).resolve()
+    unpacked = here.parents[2] / "lib" / name  # the `make dist` archive: lib/ beside examples/
+    if unpacked.is_file():
+        return unpacked
+    base = os.environ.get("CARGO_TARGET_DIR") or here.parents[3] / "target"
+    return Path(base) / "release" / name
 
 
 def _ptr(array: np.ndarray):
