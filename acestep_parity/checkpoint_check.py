@@ -192,3 +192,40 @@ def check_checkpoint(root: Path) -> list[Problem]:
     if lm_folder.is_dir():
         _check_simple(root, ck.LM_DIR, "model.safetensors", ck.build_lm, problems)
     return problems
+
+
+COMPONENT_DIRS = (ck.DIT_DIR, ck.VAE_DIR, ck.TEXT_DIR, ck.LM_DIR)
+MAX_LINES_IN_ERROR = 10
+
+
+def likely_checkpoint_folder(root: Path) -> Path | None:
+    """Where the checkpoint probably is when ``root`` is not it: the parent of a component subfolder
+    (``…/acestep-v15-turbo``), or a folder up to two levels below ``root`` holding the layout (a repository
+    root with ``checkpoints/``)."""
+    root = Path(root)
+    if root.name in COMPONENT_DIRS:
+        return root.parent
+    if not root.is_dir():
+        return None
+    for pattern in ("*", "*/*"):
+        for candidate in sorted(root.glob(pattern)):
+            if candidate.is_dir() and (candidate / ck.DIT_DIR / "config.json").is_file():
+                return candidate
+    return None
+
+
+def require_checkpoint(root: Path) -> Path:
+    """``root``, or :class:`~acestep_parity.checkpoint.CheckpointError` listing its problems (capped) and the
+    likely right folder: every command given a checkpoint folder checks it in seconds before loading anything."""
+    root = Path(root)
+    problems = check_checkpoint(root)
+    if not problems:
+        return root
+    hint = likely_checkpoint_folder(root)
+    head = f"{root} is not a usable ACE-Step 1.5 checkpoint folder ({len(problems)} problem(s))"
+    if hint is not None:
+        head += f"; the checkpoint folder is probably {hint}"
+    lines = [head + ":", *(f"  {p}" for p in problems[:MAX_LINES_IN_ERROR])]
+    if len(problems) > MAX_LINES_IN_ERROR:
+        lines.append(f"  ... and {len(problems) - MAX_LINES_IN_ERROR} more (`acestep-parity check-checkpoint {root}`)")
+    raise ck.CheckpointError("\n".join(lines))

@@ -44,7 +44,8 @@ class ParitySession:
         if self._checkpoint is None:
             from acestep_parity.checkpoint import checkpoint_id, file_hashes
 
-            directory = paths.resolve_checkpoint_dir(self.config.getoption("--checkpoint-dir"))
+            # an explicit folder was checked by open_session
+            directory = paths.resolve_checkpoint_dir(self.config.getoption("--checkpoint-dir"), check=False)
             hashes = file_hashes(directory)
             self._checkpoint = (directory, hashes, checkpoint_id(directory, hashes))
         return self._checkpoint
@@ -77,10 +78,11 @@ def open_session(config: pytest.Config) -> ParitySession:
     """The run's session: a wrong ``--checkpoint-dir`` is one usage error, not one setup traceback per test."""
     explicit = config.getoption("--checkpoint-dir")
     if explicit:
-        from acestep_parity.checkpoint import CheckpointError, check_layout
+        from acestep_parity.checkpoint import CheckpointError
+        from acestep_parity.checkpoint_check import require_checkpoint
 
         try:
-            check_layout(Path(explicit).expanduser())
+            require_checkpoint(Path(explicit).expanduser().resolve())
         except CheckpointError as exc:
             raise pytest.UsageError(f"--checkpoint-dir: {exc}") from None
     cases = discover_cases(Path(config.getoption("--cases-dir")), config.getoption("case_globs"))

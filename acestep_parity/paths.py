@@ -102,9 +102,16 @@ def ensure_synthetic_checkpoint(preset_name: str = "tiny", root: Path | None = N
     return build_atomically(target, base / f".synth-{preset.name}.lock", complete, lambda tmp: generate(preset, tmp))
 
 
-def resolve_checkpoint_dir(option: str | None) -> Path:
-    """``--checkpoint-dir`` / ``$ACESTEP_CHECKPOINT_DIR``, else the tiny synthetic checkpoint."""
+def resolve_checkpoint_dir(option: str | None, check: bool = True) -> Path:
+    """``--checkpoint-dir`` / ``$ACESTEP_CHECKPOINT_DIR``, else the tiny synthetic checkpoint. A given folder is
+    checked first (configs and safetensors headers, seconds): a wrong one is one ``CheckpointError`` naming what is
+    missing and the likely right folder, never a traceback after minutes of loading."""
     value = option or os.environ.get("ACESTEP_CHECKPOINT_DIR")
     if value:
-        return Path(value).expanduser().resolve()
+        root = Path(value).expanduser().resolve()
+        if check:
+            from acestep_parity.checkpoint_check import require_checkpoint
+
+            require_checkpoint(root)
+        return root
     return ensure_synthetic_checkpoint("tiny")

@@ -67,10 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = EXPORTER
     if args.external_data_threshold is not None:
         settings = replace(EXPORTER, external_data_threshold_bytes=args.external_data_threshold)
-    checkpoint = paths.resolve_checkpoint_dir(args.checkpoint_dir)
     start = time.perf_counter()
-    manifest = export_all(checkpoint, Path(args.out), graphs, settings=settings, jobs=args.jobs,
-                          log=lambda line: print(line, file=sys.stderr))
+    try:
+        checkpoint = paths.resolve_checkpoint_dir(args.checkpoint_dir)
+        manifest = export_all(checkpoint, Path(args.out), graphs, settings=settings, jobs=args.jobs,
+                              log=lambda line: print(line, file=sys.stderr))
+    except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError, ExportError, unreadable files
+        print(f"acestep-export: error: {exc}", file=sys.stderr)
+        return 2
     print(f"{manifest['checkpoint_id']}: {len(graphs)} graph(s) in {time.perf_counter() - start:.1f} s "
           f"-> {Path(args.out) / 'manifest.json'}", file=sys.stderr)
     for name in graphs:
