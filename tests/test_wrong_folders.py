@@ -123,3 +123,42 @@ def test_the_error_lists_at_most_ten_problems(tmp_path):
         require_checkpoint(folder)
     lines = str(info.value).splitlines()
     assert len(lines) <= 12 and all(line.startswith("  ") for line in lines[1:]), lines
+
+
+# ------------------------------------------------------------------------------------------- --onnx-dir
+
+
+@pytest.fixture(scope="module")
+def exported(parity_session) -> Path:
+    from parity_test_helpers import backend_or_skip
+
+    return backend_or_skip(parity_session, "py_ort").onnx_dir
+
+
+def _onnx_run(folder: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "acestep_ort.cli", "generate", "--case", "text2music_01",
+                           "--cases-dir", str(paths.CASES_DIR), "--onnx-dir", str(folder), "--out",
+                           str(tmp_path / "o.wav")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "artifacts_parent", "empty"])
+def test_acestep_ort_names_the_right_onnx_folder(kind, exported, synthetic, tmp_path, record_property):
+    """``acestep-ort generate --onnx-dir`` given a checkpoint, the parent of the export or an empty folder: one
+    line saying what the folder is and where the exported one probably is, exit 2."""
+    if kind == "checkpoint":
+        folder, needle = synthetic, f"is a checkpoint folder, not an exported one: export it first with " \
+                                    f"`acestep-export --checkpoint-dir {synthetic}"
+    elif kind == "artifacts_parent":
+        folder = tmp_path / "artifacts"
+        (folder / "some-checkpoint").mkdir(parents=True)
+        (folder / "some-checkpoint" / "fp32").symlink_to(exported)
+        needle = f"the exported folder is probably {folder / 'some-checkpoint' / 'fp32'}"
+    else:
+        folder = tmp_path / "nothing"
+        folder.mkdir()
+        needle = "export with `acestep-export`"
+    proc = _onnx_run(folder, tmp_path)
+    record_property("message", proc.stderr.strip()[:400])
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"{folder} is not an exported ONNX folder" in proc.stderr and needle in proc.stderr, proc.stderr

@@ -39,6 +39,7 @@ def find_onnx_dir(explicit: str | None) -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from acestep_ort.host.assets import onnx_folder_hint
     from acestep_ort.host.audio import save_audio
     from acestep_ort.host.case import resolve_case
     from acestep_ort.host.progress import stderr_progress
@@ -49,7 +50,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     onnx_dir = find_onnx_dir(args.onnx_dir)
     if not onnx_dir.is_dir():
         raise ValueError(f"ONNX folder {onnx_dir} does not exist (export one with `acestep-export --out {onnx_dir}`; "
-                         "`make run` and the test suite export into .cache/artifacts/<checkpoint id>/fp32)")
+                         "`make run` and the test suite export into .cache/artifacts/<checkpoint id>/fp32)"
+                         + onnx_folder_hint(Path.cwd()))
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if args.cuda else ("CPUExecutionProvider",)
     start = time.perf_counter()
     engine = load_engine(onnx_dir, SessionConfig(providers=providers))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acestep_ort.host.assets import missing_assets
+from acestep_ort.host.assets import missing_assets, onnx_folder_hint
 from acestep_ort.host.noise import prepare_noise
 from acestep_ort.host.pipeline import Captures, GenerationRequest, run_text2music
 from acestep_ort.host.tiling import VaeChunking, VaeShape
@@ -101,7 +101,8 @@ def load_engine(onnx_dir: Path, config: SessionConfig | None = None,
     onnx_dir = Path(onnx_dir)
     missing = missing_assets(onnx_dir)
     if missing:
-        raise FileNotFoundError(f"{onnx_dir} lacks {missing}; export with `acestep-export` (it copies them)")
+        hint = onnx_folder_hint(onnx_dir) or "; export with `acestep-export` (it copies them)"
+        raise FileNotFoundError(f"{onnx_dir} is not an exported ONNX folder: it lacks {', '.join(missing)}{hint}")
     sessions = SessionManager.from_dir(onnx_dir, config)
     tokenizer = TextTokenizer(onnx_dir / "tokenizer.json", onnx_dir / "tokenizer_config.json")
     return OrtEngine(sessions, tokenizer, load_tensor(onnx_dir / "silence_latent.pt").astype(np.float32), onnx_dir,

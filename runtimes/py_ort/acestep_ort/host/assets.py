@@ -80,3 +80,19 @@ def asset_records(onnx_dir: Path) -> dict[str, dict]:
 
 def missing_assets(onnx_dir: Path) -> list[str]:
     return [name for name in (*ASSETS, *DERIVED_ASSETS) if not (Path(onnx_dir) / name).is_file()]
+
+
+def onnx_folder_hint(folder: Path) -> str:
+    """What a folder that is not an exported one probably is, as the end of an error message: the exported folder
+    below it (``fp32/``, ``<checkpoint id>/fp32``, ``artifacts/…`` or ``.cache/artifacts/…``, newest first), or a
+    checkpoint that has to be exported first; "" when nothing is recognised."""
+    folder = Path(folder)
+    if (folder / "acestep-v15-turbo" / "config.json").is_file():
+        return (f"; {folder} is a checkpoint folder, not an exported one: export it first with "
+                f"`acestep-export --checkpoint-dir {folder} --out DIR`")
+    for pattern in ("fp32/manifest.json", "*/fp32/manifest.json", "artifacts/*/fp32/manifest.json",
+                    ".cache/artifacts/*/fp32/manifest.json"):
+        found = sorted(folder.glob(pattern), key=lambda m: m.stat().st_mtime)
+        if found:
+            return f"; the exported folder is probably {found[-1].parent}"
+    return ""
