@@ -21,7 +21,7 @@ HAVE_CARGO := $(shell command -v $(CARGO) 2>/dev/null)
 # rustfmt is a rustup component; where it is missing the format check is skipped, not the build.
 FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; else echo "rustfmt missing: format check skipped"; fi
 
-.PHONY: setup run test lint clean rust rust-test rust-lint header dist host-deps target-link
+.PHONY: setup run test lint coverage clean rust rust-test rust-lint header dist host-deps target-link
 
 setup: $(DEPS_STAMP)
 
@@ -43,6 +43,22 @@ test: setup host-deps rust-test
 	@mkdir -p $(REPORTS)
 	$(PY) -m pytest $(PYTEST_XDIST) --junitxml=$(REPORTS)/junit.xml --html=$(REPORTS)/report.html \
 		--self-contained-html --parity-report $(REPORTS)
+
+# Branch coverage of the host logic, per module (not part of `make test`): the host unit tests over
+# acestep_ort/host, import-cases and tolerances, and separately what the shared FSM vectors (lm_fsm.json) reach of
+# lm_fsm.py. Reports in $(REPORTS)/coverage/ (text + HTML).
+COVERAGE_INCLUDE := runtimes/py_ort/acestep_ort/host/*,acestep_parity/import_cases.py,acestep_parity/tolerances.py
+COVERAGE_TESTS := tests/test_host_logic.py tests/test_lm_host.py tests/test_noise.py tests/test_case_contract.py \
+	tests/test_import_mapping.py tests/test_cases_anywhere.py tests/test_folder_integrity.py
+coverage: setup
+	@mkdir -p $(REPORTS)/coverage
+	$(PY) -m coverage run --branch --data-file=$(REPORTS)/coverage/host.data --include="$(COVERAGE_INCLUDE)" \
+		-m pytest -q -p no:cacheprovider $(COVERAGE_TESTS) -k "not damaged and not record_serves and not rust"
+	$(PY) -m coverage report --data-file=$(REPORTS)/coverage/host.data | tee $(REPORTS)/coverage/host.txt
+	$(PY) -m coverage html --data-file=$(REPORTS)/coverage/host.data -d $(REPORTS)/coverage/host-html -q
+	$(PY) -m coverage run --branch --data-file=$(REPORTS)/coverage/fsm.data --include="*/host/lm_fsm.py" \
+		-m acestep_parity.lm_vectors
+	$(PY) -m coverage report -m --data-file=$(REPORTS)/coverage/fsm.data | tee $(REPORTS)/coverage/fsm_vectors.txt
 
 lint: setup rust-lint
 	$(PY) -m ruff check .
