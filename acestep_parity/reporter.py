@@ -30,7 +30,7 @@ def benchmark_ratio_lines(bench: Mapping[tuple[str, str], float]) -> list[str]:
         torch_s, ort_s = bench.get((stage, "torch")), bench.get((stage, "py_ort"))
         if torch_s and ort_s:
             lines.append(f"  {stage:18s} torch {torch_s * 1e3:9.2f} ms  py_ort {ort_s * 1e3:9.2f} ms  "
-                         f"ratio {ort_s / torch_s:6.2f}x")
+                         f"ratio {ort_s / torch_s:6.3g}x")
     for name in ("torch", "py_ort"):
         if ("peak_rss_mb", name) in bench:
             lines.append(f"  peak RSS of a one-case process, {name}: {bench[('peak_rss_mb', name)]:.0f} MiB")

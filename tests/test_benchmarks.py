@@ -162,6 +162,6 @@ def test_benchmark_ratio_lines():
     lines = benchmark_ratio_lines({("dit_decoder", "torch"): 0.03, ("dit_decoder", "py_ort"): 0.01,
                                    ("vae_decoder", "torch"): 0.5, ("peak_rss_mb", "py_ort"): 512.4})
     assert lines == ["py_ort / torch (mean time ratio; < 1 means py_ort is faster):",
-                     f"  {'dit_decoder':18s} torch     30.00 ms  py_ort     10.00 ms  ratio   0.33x",
+                     f"  {'dit_decoder':18s} torch     30.00 ms  py_ort     10.00 ms  ratio  0.333x",
                      "  peak RSS of a one-case process, py_ort: 512 MiB"]
     assert benchmark_ratio_lines({}) == []
