@@ -37,7 +37,7 @@ from acestep_parity import paths
 
 ROOT = paths.REPO_ROOT
 MARKER = "<!-- commands -->"
-DOCS = ("docs/parity_ops.md", "docs/onnx_quantization.md")  # the docs with marked command blocks
+DOCS = ("docs/parity_ops.md", "docs/onnx_quantization.md", "docs/python_ort_runtime.md")  # the docs with marked command blocks
 CKPT = ".cache/checkpoints/synth-tiny"
 # placeholder -> what the check puts there (the folders make run creates, or the repository's cases/)
 ALT = {"/path/to/checkpoints": CKPT, "~/ACE-Step-1.5/checkpoints": CKPT, "/path/to/my_cases/": "cases/"}
@@ -146,6 +146,16 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
         ("dry", "python -c 'import acestep_parity.exporters.profiles.evaluate'"),
     "pytest --backend py_ort --backend rust --profile int8_dynamic -k text2music_01": ("co", None),
     "pytest tests/test_profiles.py": ("co", None),
+    # docs/python_ort_runtime.md: install and run
+    "pip install runtimes/py_ort": ("pip", None),
+    "pip install 'runtimes/py_ort[mp3]'": ("pip", None),
+    "python -m build --wheel runtimes/py_ort": ("help", "python -m build --help"),
+    "acestep-export --checkpoint-dir CKPT --out onnx/": ("help", "acestep-export --help"),
+    # onnx/ is the folder the line above writes (an export: minutes); its options are checked, the next line runs
+    "acestep-ort generate --case cases/text2music_01.json --onnx-dir onnx/ --out out.wav --dump caps.npz":
+        ("help", "acestep-ort generate --help"),
+    "acestep-ort generate --case cases/text2music_01.json --onnx-dir .cache/artifacts/synth-tiny-*/fp32 --out out.wav":
+        ("run", None),
 }
 
 
