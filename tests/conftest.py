@@ -56,7 +56,7 @@ def onnx_session(onnx_artifacts: Path):
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     table = config.stash.get(SCALING, None)
     if table is not None and table.rows:
-        terminalreporter.write_sep("-", "scaling benchmarks")
+        terminalreporter.write_sep("-", "scaling benchmarks (/ torch: time / torch's time, < 1 is faster)")
         for line in summary_lines(table):
             terminalreporter.write_line(line)
 

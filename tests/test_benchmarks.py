@@ -1,8 +1,10 @@
 """Performance: torch reference vs py_ort on the same inputs in the same run, reported as ratios.
 
-Excluded from the default run (``--benchmark-skip`` in pytest.ini); select with ``pytest --benchmark-only``.
-No wall-clock time is asserted; the ratio table and peak memory are printed at the end and stored in the
-benchmark JSON (``extra_info``).
+Excluded from the default run (``--benchmark-skip`` in pytest.ini); select with ``pytest --benchmark-only``, one
+case's with ``-k text2music_01`` (every id names the case it times). The 600 s song is marked ``long``: deselected
+unless asked for (``pytest --benchmark-only -m long -k long_song``). No wall-clock time is asserted; the ratio
+table (candidate / torch time, < 1: faster) and peak memory are printed at the end and stored in the benchmark
+JSON (``extra_info``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from acestep_parity.reporter import BENCHMARK_RESULTS as _RESULTS_KEY
 from acestep_parity.reporter import BENCHMARK_STAGES as STAGES
 from acestep_parity.reporter import benchmark_ratio_lines
 
-CASE = "text2music_01"
+# the cases these benchmarks time (each test id names its case, so ``-k <case>`` selects them)
+CASES = ("text2music_01",)
 
 PEAK_RSS = """
 import json, resource, sys
@@ -59,12 +62,12 @@ def engines(parity_session):
 
 
 @pytest.fixture(scope="module")
-def inputs(engines):
-    caps = engines["torch"].run_case(load_case(paths.CASES_DIR / f"{CASE}.json"))
+def inputs(engines, bench_case):
+    caps = engines["torch"].run_case(load_case(paths.CASES_DIR / f"{bench_case}.json"))
     return caps
 
 
-def _stage_call(backend, stage: str, caps):
+def _stage_call(backend, stage: str, caps, case_id: str):
     engine = backend.engine
     if stage == "text_encoder":
         return lambda: engine.encode_text(caps["text_token_ids"])
@@ -81,15 +84,16 @@ def _stage_call(backend, stage: str, caps):
     if stage == "vae_decoder":
         latents = np.ascontiguousarray(caps["pred_latents"].transpose(0, 2, 1))
         return lambda: engine.decode_latents(latents)
-    request = load_case(paths.CASES_DIR / f"{CASE}.json").request()
+    request = load_case(paths.CASES_DIR / f"{case_id}.json").request()
     return lambda: engine.generate(request)
 
 
 @pytest.mark.parametrize("backend_name", ["torch", "py_ort"])
 @pytest.mark.parametrize("stage", STAGES)
-def test_benchmark(benchmark, engines, inputs, stage, backend_name, request):
+@pytest.mark.parametrize("bench_case", CASES, scope="module")
+def test_benchmark(benchmark, engines, inputs, bench_case, stage, backend_name, request):
     """One stage on the reference run's inputs; what was timed gives the reference's shape, finite."""
-    call = _stage_call(engines[backend_name], stage, inputs)
+    call = _stage_call(engines[backend_name], stage, inputs, bench_case)
     call()  # warm-up: first calls build kernels
     benchmark.group = stage
     benchmark.extra_info["backend"] = backend_name
@@ -105,12 +109,13 @@ def test_benchmark(benchmark, engines, inputs, stage, backend_name, request):
 
 
 @pytest.mark.parametrize("backend_name", ["torch", "py_ort"])
-def test_benchmark_peak_memory(benchmark, engines, backend_name, request):
+@pytest.mark.parametrize("bench_case", CASES)
+def test_benchmark_peak_memory(benchmark, engines, bench_case, backend_name, request):
     target = engines["torch"].ctx.checkpoint_dir if backend_name == "torch" else engines["py_ort"].onnx_dir
 
     def run():
         proc = subprocess.run([sys.executable, "-c", PEAK_RSS, backend_name, str(target),
-                               str(paths.CASES_DIR / f"{CASE}.json")], cwd=paths.REPO_ROOT, capture_output=True,
+                               str(paths.CASES_DIR / f"{bench_case}.json")], cwd=paths.REPO_ROOT, capture_output=True,
                               text=True, timeout=600, check=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
@@ -121,19 +126,22 @@ def test_benchmark_peak_memory(benchmark, engines, backend_name, request):
     request.config.stash.setdefault(_RESULTS_KEY, {})[("peak_rss_mb", backend_name)] = peak
 
 
-LONG_CASE = paths.CASES_DIR / "bench" / "long_600s.json"
+LONG_CASES = ("long_600s",)  # cases/bench/: not parity cases
 
 
-def test_benchmark_long_song_peak_memory(benchmark, engines, request, record_property):
+@pytest.mark.long
+@pytest.mark.parametrize("bench_case", LONG_CASES)
+def test_benchmark_long_song_peak_memory(benchmark, engines, bench_case, request, record_property):
     """Issue 12: on the longest song upstream allows (600 s, T = 15000; ``cases/bench/long_600s.json``, not a
     parity case) py_ort's peak RSS is at most the torch reference's, each measured in a fresh process, one at a
-    time. Slow (torch decodes 118 tiles: about 15 minutes on 2 cores), hence benchmark-only."""
+    time. Slow (torch decodes 118 tiles: about 15 minutes on 2 cores), hence benchmark-only and ``long``."""
     targets = {"torch": engines["torch"].ctx.checkpoint_dir, "py_ort": engines["py_ort"].onnx_dir}
     peaks: dict[str, float] = {}
 
     def run():
         for name in ("py_ort", "torch"):
-            proc = subprocess.run([sys.executable, "-c", PEAK_RSS, name, str(targets[name]), str(LONG_CASE)],
+            proc = subprocess.run([sys.executable, "-c", PEAK_RSS, name, str(targets[name]),
+                                   str(paths.CASES_DIR / "bench" / f"{bench_case}.json")],
                                   cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=3600, check=True)
             peaks[name] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"]
         return peaks
@@ -150,10 +158,10 @@ def test_benchmark_long_song_peak_memory(benchmark, engines, request, record_pro
 
 
 def test_benchmark_ratio_lines():
-    """The terminal summary's torch / py_ort table from given means: a stage both measured, one not, peak RSS."""
+    """The terminal summary's py_ort / torch table from given means: a stage both measured, one not, peak RSS."""
     lines = benchmark_ratio_lines({("dit_decoder", "torch"): 0.03, ("dit_decoder", "py_ort"): 0.01,
                                    ("vae_decoder", "torch"): 0.5, ("peak_rss_mb", "py_ort"): 512.4})
-    assert lines == ["torch / py_ort (mean time ratio; > 1 means py_ort is faster):",
-                     f"  {'dit_decoder':18s} torch     30.00 ms  py_ort     10.00 ms  ratio   3.00x",
+    assert lines == ["py_ort / torch (mean time ratio; < 1 means py_ort is faster):",
+                     f"  {'dit_decoder':18s} torch     30.00 ms  py_ort     10.00 ms  ratio  0.333x",
                      "  peak RSS of a one-case process, py_ort: 512 MiB"]
     assert benchmark_ratio_lines({}) == []

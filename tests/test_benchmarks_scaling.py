@@ -1,11 +1,12 @@
 """Real-size speed and memory: torch vs py_ort vs rust, per profile, at 10 s, 30 s and 120 s of latent; the DiT
 step against the roofline.
 
-Benchmark-only (``pytest --benchmark-only -k scaling``). The checkpoint is the ``wide`` synthetic preset (real widths
+Benchmark-only and marked ``long`` (about an hour on 2 cores; deselected unless asked for:
+``pytest --benchmark-only -m long -k scaling``). The checkpoint is the ``wide`` synthetic preset (real widths
 and heads, two layers per stack; ``ACESTEP_BENCH_PRESET=tiny|wide|full`` picks another), built and exported into
 the cache on first use (a few minutes on 2 cores); the lighter profiles are derived from that export on first use
 (``ensure_profile``, which also measures their accuracy against fp32 into their manifest). Each measurement is a
-ratio taken in one run on one machine; no time is asserted. The table is printed at the end, stored in the
+ratio taken in one run on one machine (time / torch's time: < 1 is faster); no time is asserted. The table is printed at the end, stored in the
 benchmark JSON (``extra_info``) and drawn as a PNG (time vs T per backend and profile) into the HTML report.
 
 - ``dit_step``: one DiT evaluation per runner (torch; py_ort and rust on fp32; py_ort on each profile);
@@ -180,6 +181,7 @@ def _dit_inputs(cfg: dict, frames: int) -> tuple:
     return xt, t, enc, ctx
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("seconds", SECONDS, ids=[f"{s}s" for s in SECONDS])
 @pytest.mark.parametrize("runner", DIT_RUNNERS)
 def test_benchmark_scaling_dit_step(benchmark, engines, wide, scaling_rows, runner, seconds):
@@ -202,6 +204,7 @@ def test_benchmark_scaling_dit_step(benchmark, engines, wide, scaling_rows, runn
                   "mean_s": mean, "gflop": flops / 1e9})
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("seconds", SECONDS, ids=[f"{s}s" for s in SECONDS])
 def test_benchmark_scaling_vae(benchmark, engines, scaling_rows, seconds):
     """py_ort's VAE at T frames: the budget chunk (the benchmark) against upstream's tiling (timed once, same run);
@@ -225,6 +228,7 @@ def test_benchmark_scaling_vae(benchmark, engines, scaling_rows, seconds):
                              "mean_s": value})
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("runner", ["torch", "py_ort", "py_ort-fp16"])
 def test_benchmark_scaling_vae_tile(benchmark, engines, scaling_rows, runner):
     """One upstream VAE tile (256 frames) per backend, and fp16's VAE (the only profile that changes the VAE)."""
@@ -270,6 +274,7 @@ def _scaled_case(tmp_dir, seconds: int):
     return path
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("seconds", E2E_SECONDS, ids=[f"{s}s" for s in E2E_SECONDS])
 @pytest.mark.parametrize("runner", E2E_RUNNERS)
 def test_benchmark_scaling_end_to_end(benchmark, wide, profile_dir, scaling_rows, tmp_path, runner, seconds):
@@ -312,6 +317,7 @@ def test_benchmark_scaling_end_to_end(benchmark, wide, profile_dir, scaling_rows
     scaling_rows.append(row)
 
 
+@pytest.mark.long
 def test_benchmark_scaling_sgemm(benchmark, wide, request, record_property):
     """The roofline's denominator: SGEMM GFLOP/s (numpy and ONNX Runtime), measured now; and the artifact sizes
     per profile. Kept on the run's table (tests/conftest.py prints it at the end)."""

@@ -17,22 +17,23 @@ from acestep_parity import paths
 from acestep_parity.exporters.profiles.recipes import PROFILE_NAMES
 
 GRAPHS = ("dit_decoder", "vae_decoder", "lm_prefill", "lm_decode")
-CASES = ("text2music_01", "simple_mode_01")
+CASES = ("text2music_01", "simple_mode_01")  # one feed set: the ids say "text2music_01+simple_mode_01" (-k <case>)
 # {(profile, graph, "fp32" | "profile"): mean seconds} of this run, on its config (not a module global)
 MEANS = pytest.StashKey[dict[tuple[str, str, str], float]]()
 
 
 @pytest.fixture(scope="module")
-def recorded(onnx_artifacts):
+def recorded(onnx_artifacts, feed_cases):
     from acestep_parity.exporters.profiles.feeds import record_feeds
 
-    return record_feeds(onnx_artifacts, paths.CASES_DIR, CASES, GRAPHS, max_calls=8)
+    return record_feeds(onnx_artifacts, paths.CASES_DIR, feed_cases, GRAPHS, max_calls=8)
 
 
 @pytest.mark.parametrize("which", ("fp32", "profile"))
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
-def test_profile_graph_speed(benchmark, profile, graph, which, onnx_artifacts, recorded, request):
+@pytest.mark.parametrize("feed_cases", [CASES], ids=["+".join(CASES)], scope="module")
+def test_profile_graph_speed(benchmark, feed_cases, profile, graph, which, onnx_artifacts, recorded, request):
     """Both variants replay the same feeds; each call gives every output the graph declares, finite where float."""
     from acestep_parity.exporters.profiles.derive import ensure_profile
     from acestep_parity.exporters.profiles.evaluate import _session
@@ -43,7 +44,7 @@ def test_profile_graph_speed(benchmark, profile, graph, which, onnx_artifacts, r
         pytest.skip(f"{profile} does not offer {graph} ({record['reason'] if record else 'no such graph'})")
     feeds = recorded.feeds.get(graph)
     if not feeds:
-        pytest.skip(f"no {graph} call recorded on {', '.join(CASES)}")
+        pytest.skip(f"no {graph} call recorded on {', '.join(feed_cases)}")
     session = _session((onnx_artifacts if which == "fp32" else directory) / record["file"])
     benchmark.group = f"{profile}:{graph}"
     benchmark.extra_info.update({"profile": profile, "graph": graph, "variant": which, "calls": len(feeds)})

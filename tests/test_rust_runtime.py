@@ -399,7 +399,8 @@ def rust_timed_run(binary: Path, onnx_dir: Path, case_path: Path, workdir: Path)
     return info["generate_s"], info["ort_run_s"], info["load_s"]
 
 
-def test_benchmark_host_overhead(benchmark, rust, py_ort, binary, onnx_dir, tmp_path, record_property):
+@pytest.mark.parametrize("bench_case", [BENCH_CASE])  # the id names the case (-k text2music_05)
+def test_benchmark_host_overhead(benchmark, rust, py_ort, binary, onnx_dir, tmp_path, record_property, bench_case):
     """Rust end to end vs the sum of its ONNX Runtime session times, beside py_ort (same case, same machine).
 
     No time is asserted; the row goes to the benchmark JSON (``extra_info``) and the JUnit properties.
@@ -408,7 +409,7 @@ def test_benchmark_host_overhead(benchmark, rust, py_ort, binary, onnx_dir, tmp_
 
     from acestep_ort.host.case import load_case
 
-    case = load_case(paths.CASES_DIR / f"{BENCH_CASE}.json")
+    case = load_case(paths.CASES_DIR / f"{bench_case}.json")
     rust_rows = [rust_timed_run(binary, onnx_dir, case.path, tmp_path) for _ in range(BENCH_ROUNDS)]
     py_rows = [py_ort_timed_run(py_ort.engine, case.request()) for _ in range(BENCH_ROUNDS)]
     row = {
