@@ -2,7 +2,6 @@
 //! the host logic of `acestep-core`, on the very `libonnxruntime` the Python runtime loads (see
 //! `docs/rust_ort_runtime.md`).
 
-pub mod assets;
 pub mod audio_io;
 pub mod dylib;
 pub mod lm;

@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use acestep_core::case::Case;
 use acestep_core::latents::{latent_frames, SilenceLatent};
-use acestep_core::{audio, noise, prompts, schedule, tiling};
+use acestep_core::{assets, audio, noise, prompts, schedule, tiling};
 use anyhow::{anyhow, bail, Context, Result};
 use ndarray::{ArrayD, IxDyn};
 use ort::value::{DynValue, Tensor as OrtTensor};
 
-use crate::assets;
 use crate::dylib::LoadedRuntime;
-use crate::sessions::{read_manifest, SessionConfig, Sessions, GRAPHS};
+use crate::sessions::{SessionConfig, Sessions, GRAPHS};
 use crate::tensor::{Arrays, Tensor};
 use crate::tokenizer::TextTokenizer;
 
@@ -139,19 +138,20 @@ impl Engine {
                 dir.display()
             );
         }
-        let manifest = read_manifest(dir)?;
+        let manifest = assets::read_manifest(dir)?;
         let full = graphs.is_none();
         let (tokenizer, silence) = if full {
             let missing = assets::missing(dir);
-            if missing.iter().any(|m| m != "silence_latent.npy") {
+            if missing.iter().any(|m| m != assets::SILENCE_LATENT) {
                 bail!(
                     "{} lacks {missing:?}; export with `acestep-export --out {}` (it copies them)",
                     dir.display(),
                     dir.display()
                 );
             }
-            let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), Some(&dir.join("tokenizer_config.json")))?;
-            (Some(tokenizer), Some(assets::load_silence_latent(dir, manifest.as_ref())?))
+            let (tokenizer_json, tokenizer_config) = assets::tokenizer_paths(dir);
+            let tokenizer = TextTokenizer::load(&tokenizer_json, Some(&tokenizer_config))?;
+            (Some(tokenizer), Some(assets::load_folder_silence_latent(dir, manifest.as_ref())?))
         } else {
             (None, None)
         };

@@ -15,15 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use acestep_core::assets;
 use acestep_core::case::resolve_case;
 use acestep_core::lm_planner;
 use acestep_core::tolerances::Tolerances;
+use acestep_ort::audio_io;
 use acestep_ort::dylib::{self, LoadedRuntime};
 use acestep_ort::lm::OrtLm;
 use acestep_ort::pipeline::{Engine, Request};
 use acestep_ort::sessions::SessionConfig;
 use acestep_ort::tensor::{Arrays, NpzFile, Tensor};
-use acestep_ort::{assets, audio_io};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -491,10 +492,8 @@ fn cmd_serve(ort: &OrtArgs) -> Result<()> {
 
 fn cmd_tokenize(ort: &OrtArgs) -> Result<()> {
     let dir = onnx_dir(ort)?;
-    let mut tokenizer = acestep_ort::tokenizer::TextTokenizer::load(
-        &dir.join("tokenizer.json"),
-        Some(&dir.join("tokenizer_config.json")),
-    )?;
+    let (tokenizer_json, tokenizer_config) = assets::tokenizer_paths(&dir);
+    let mut tokenizer = acestep_ort::tokenizer::TextTokenizer::load(&tokenizer_json, Some(&tokenizer_config))?;
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
     let items: Value = serde_json::from_str(&text).context("stdin: not JSON")?;
