@@ -14,22 +14,14 @@ use serde_json::{json, Map, Value};
 use crate::context::AceContext;
 use crate::error::{AceStatus, FfiError, FfiResult};
 
-/// The field a case validation message names (`<file>: field '<name>': ...`).
-fn case_field(message: &str) -> Option<String> {
-    let rest = message.split(": field '").nth(1)?;
-    Some(rest.split('\'').next()?.to_string())
-}
-
 /// Validate a case given as a JSON object, exactly as a case file named `<id>.json` is validated.
 pub fn parse_request(request: &Map<String, Value>) -> FfiResult<Case> {
     let id = request.get("id").and_then(Value::as_str).unwrap_or("request");
     let name = if id.is_empty() || id.contains(['/', '\\', '\0']) { "request".to_string() } else { id.to_string() };
     let path = PathBuf::from(format!("{name}.json"));
     let raw = Value::Object(request.clone()).to_string();
-    parse_case(&path, raw.as_bytes()).map_err(|e| {
-        let message = e.to_string();
-        FfiError::new(AceStatus::InvalidArgument, case_field(&message), message)
-    })
+    parse_case(&path, raw.as_bytes())
+        .map_err(|e| FfiError::new(AceStatus::InvalidArgument, e.field().map(str::to_string), e.to_string()))
 }
 
 fn tensor_json<T: Into<Value> + Copy>(shape: &[usize], data: &[T]) -> Value {
@@ -402,8 +394,18 @@ mod tests {
     }
 
     #[test]
-    fn case_field_is_extracted() {
-        assert_eq!(case_field("x.json: field 'bpm': 5 is out of range 30..300").as_deref(), Some("bpm"));
-        assert_eq!(case_field("x.json: top level must be a JSON object"), None);
+    fn case_errors_carry_their_field() {
+        let request = |text: &str| -> Map<String, Value> {
+            match serde_json::from_str(text) {
+                Ok(Value::Object(map)) => map,
+                _ => panic!("not a JSON object: {text}"),
+            }
+        };
+        let e = parse_request(&request(r#"{"id": "x", "task": "text2music", "seeds": [1], "bpm": 5}"#))
+            .expect_err("bpm 5 is refused");
+        assert_eq!(e.field.as_deref(), Some("bpm"));
+        assert_eq!(e.message, "x.json: field 'bpm': 5 is out of range 30..300");
+        let e = parse_request(&request(r#"{"id": "x", "task": "text2music"}"#)).expect_err("no seeds");
+        assert_eq!(e.field.as_deref(), Some("seeds"));
     }
 }
