@@ -160,13 +160,10 @@ fn file_error(path: &Path, message: String) -> CaseError {
     CaseError::File { path: path.to_path_buf(), message }
 }
 
-/// One validated case file.
+/// The seven music fields of a text2music request: what a case file gives, what the pipeline's request carries
+/// and what the planner fills in for a simple_mode case ([`crate::lm_planner::text2music_fields`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Case {
-    pub id: String,
-    pub task: String,
-    pub path: PathBuf,
-    pub description: String,
+pub struct MusicFields {
     pub caption: String,
     pub lyrics: String,
     pub language: String,
@@ -175,6 +172,16 @@ pub struct Case {
     pub timesignature: String,
     /// `None`: no duration (absent, null or <= 0 in the file)
     pub duration: Option<f64>,
+}
+
+/// One validated case file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    pub id: String,
+    pub task: String,
+    pub path: PathBuf,
+    pub description: String,
+    pub music: MusicFields,
     pub seeds: Vec<u64>,
     pub shift: f64,
     pub timesteps: Option<Vec<f64>>,
@@ -340,13 +347,15 @@ pub fn parse_case(path: &Path, raw: &[u8]) -> Result<Case, CaseError> {
         task,
         path: path.to_path_buf(),
         description: string(&data, "description", ""),
-        caption,
-        lyrics: string(&data, "lyrics", ""),
-        language: string(&data, "language", "unknown"),
-        bpm,
-        keyscale: string(&data, "keyscale", ""),
-        timesignature: string(&data, "timesignature", ""),
-        duration,
+        music: MusicFields {
+            caption,
+            lyrics: string(&data, "lyrics", ""),
+            language: string(&data, "language", "unknown"),
+            bpm,
+            keyscale: string(&data, "keyscale", ""),
+            timesignature: string(&data, "timesignature", ""),
+            duration,
+        },
         seeds,
         shift,
         timesteps,

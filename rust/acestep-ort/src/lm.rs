@@ -143,9 +143,9 @@ impl OrtLm {
 
     /// `run_planner` for a simple_mode case, greedy (upstream's simple-mode loop, step for step).
     pub fn plan(&mut self, case: &Case) -> Result<PlannerResult> {
-        let max_duration = lm_planner::case_max_duration(case.duration);
-        let vocal_language =
-            (case.language != "unknown" && !case.language.is_empty()).then_some(case.language.as_str());
+        let max_duration = lm_planner::case_max_duration(case.music.duration);
+        let vocal_language = (case.music.language != "unknown" && !case.music.language.is_empty())
+            .then_some(case.music.language.as_str());
         let user = lm_fsm::simple_mode_user_metadata(vocal_language);
         let prompt = lm_planner::inspiration_prompt(&case.query, case.instrumental);
         let prompt_ids = self.tokenizer.encode_prompt(&prompt)?;

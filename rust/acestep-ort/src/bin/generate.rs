@@ -237,15 +237,7 @@ fn cmd_generate(args: &GenerateArgs) -> Result<()> {
     let (request, plan) = match lm.as_mut() {
         Some(lm) => {
             let plan = lm.plan(&case)?;
-            let fields = lm_planner::text2music_fields(&plan.sample, "unknown", case.duration);
-            let mut request = Request::from_case(&case);
-            request.caption = fields.caption;
-            request.lyrics = fields.lyrics;
-            request.language = fields.language;
-            request.bpm = fields.bpm;
-            request.keyscale = fields.keyscale;
-            request.timesignature = fields.timesignature;
-            request.duration = fields.duration;
+            let request = Request::from_case(&lm_planner::text2music_case(&case, &plan.sample));
             if !args.quiet {
                 eprintln!("planner ({} tokens): {}", plan.tokens.len(), plan.metadata_json);
             }
