@@ -3,6 +3,7 @@
 //! `docs/rust_ort_runtime.md`).
 
 pub mod audio_io;
+pub mod cli;
 pub mod dylib;
 pub mod lm;
 pub mod pipeline;
