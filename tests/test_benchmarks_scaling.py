@@ -74,16 +74,16 @@ def profile_dir(wide):
 
 
 class _RustDit:
-    """The Rust runtime's DiT step through ``generate serve``; ``seconds`` are the binary's own timing of the
+    """The Rust runtime's DiT step through ``acestep-harness serve``; ``seconds`` are the binary's own timing of the
     DiT call (no file I/O)."""
 
     def __init__(self, onnx_dir):
-        from acestep_parity.backends.rust import DitServer, find_binary, rust_env
+        from acestep_parity.backends.rust import DitServer, find_harness, rust_env
 
-        binary = find_binary()
-        if binary is None or not rust_env().get("ORT_DYLIB_PATH"):
+        harness = find_harness()
+        if harness is None or not rust_env().get("ORT_DYLIB_PATH"):
             pytest.skip("the Rust runtime is not built (cargo build --release, or make test)")
-        self.server = DitServer(binary, onnx_dir)
+        self.server = DitServer(harness, onnx_dir)
         self.seconds: list[float] = []
 
     def dit(self, *inputs):

@@ -89,6 +89,12 @@ def binary(rust) -> Path:
 
 
 @pytest.fixture(scope="module")
+def harness(rust) -> Path:
+    """The test-protocol binary (serve, dit-step, vae-decode, tokenize, info); ``generate`` is the user CLI."""
+    return rust.harness
+
+
+@pytest.fixture(scope="module")
 def onnx_dir(rust) -> Path:
     return rust.onnx_dir
 
@@ -121,7 +127,7 @@ def test_dump_matches_py_ort_captures(rust, py_ort, case, runnable_case, check, 
     assert not different, f"rust~py_ort differs in {different}"
 
 
-def test_dit_step_subcommand_equals_serve(rust, py_ort, binary, onnx_dir, tmp_path):
+def test_dit_step_subcommand_equals_serve(rust, py_ort, harness, onnx_dir, tmp_path):
     """The one-shot ``dit-step`` subcommand gives the same vt as the long-lived server."""
     from acestep_ort.host.case import load_case
 
@@ -129,7 +135,7 @@ def test_dit_step_subcommand_equals_serve(rust, py_ort, binary, onnx_dir, tmp_pa
     t = np.full((ref["xt"].shape[1],), ref["schedule"][5], dtype=np.float32)
     np.savez(tmp_path / "in.npz", hidden_states=ref["xt"][5], timestep=t,
              encoder_hidden_states=ref["encoder_hidden_states"], context_latents=ref["context_latents"])
-    proc = _run(binary, "dit-step", "--onnx-dir", str(onnx_dir), "--inputs", str(tmp_path / "in.npz"),
+    proc = _run(harness, "dit-step", "--onnx-dir", str(onnx_dir), "--inputs", str(tmp_path / "in.npz"),
                 "--out", str(tmp_path / "out.npz"))
     assert proc.returncode == 0, proc.stderr
     with np.load(tmp_path / "out.npz") as out:
@@ -149,7 +155,7 @@ TOKEN_TEXTS = [
 ]
 
 
-def test_token_ids_equal_python(binary, onnx_dir):
+def test_token_ids_equal_python(harness, onnx_dir):
     """Token ids from the Rust tokenizer equal Python's for special-token strings, Unicode, truncation."""
     from acestep_ort.host.tokenizer import TextTokenizer
 
@@ -167,7 +173,7 @@ def test_token_ids_equal_python(binary, onnx_dir):
         items.append({"text": prompts.caption_prompt(case.caption, metas), "max_length": prompts.TEXT_MAX_TOKENS})
         items.append({"text": prompts.lyric_prompt(case.lyrics, case.language), "max_length": prompts.LYRIC_MAX_TOKENS})
         items.append({"text": prompts.lyric_prompt(LONG_LYRICS, case.language), "max_length": prompts.LYRIC_MAX_TOKENS})
-    proc = _run(binary, "tokenize", "--onnx-dir", str(onnx_dir), stdin=json.dumps(items))
+    proc = _run(harness, "tokenize", "--onnx-dir", str(onnx_dir), stdin=json.dumps(items))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["pad_id"] == tok.pad_id
@@ -228,9 +234,10 @@ def test_audio_files_hold_the_audio_capture(binary, onnx_dir, tmp_path):
 
 
 def _assert_clean_error(proc, *needles: str) -> None:
+    """One line ``<binary>: error: ...`` (``generate`` or ``acestep-harness``), exit code 2, no panic."""
     assert proc.returncode not in (0, 101), proc.stdout
     assert "panicked" not in proc.stderr and "backtrace" not in proc.stderr.lower(), proc.stderr
-    assert proc.stderr.startswith("generate: error:"), proc.stderr
+    assert proc.stderr.startswith(f"{Path(proc.args[0]).name}: error:"), proc.stderr
     for needle in needles:
         assert needle in proc.stderr, proc.stderr
 
@@ -262,14 +269,18 @@ def test_error_missing_dylib(binary, onnx_dir, tmp_path):
     _assert_clean_error(proc, "ORT_DYLIB_PATH", str(tmp_path / "libonnxruntime.so.1.23.2"), "does not exist")
 
 
-def test_error_no_dylib_anywhere(binary, onnx_dir, tmp_path):
-    """Nothing found: the message lists where it looked and what to do."""
-    alone = tmp_path / "bin" / "generate"
-    alone.parent.mkdir()
-    shutil.copy2(binary, alone)
+def test_error_no_dylib_anywhere(binary, harness, onnx_dir, tmp_path):
+    """Nothing found: the message lists where it looked and what to do (the user CLI and the harness alike)."""
+    (tmp_path / "bin").mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("ORT_DYLIB_PATH", "VIRTUAL_ENV")}
-    proc = _run(alone, "info", env=env, cwd=tmp_path)
-    _assert_clean_error(proc, "no ONNX Runtime library found", "ORT_DYLIB_PATH")
+    for built, args in ((binary, ["--case", str(paths.CASES_DIR / "text2music_01.json"), "--onnx-dir", str(onnx_dir),
+                                  "--out", str(tmp_path / "o.wav")]),
+                        (harness, ["info"])):
+        alone = tmp_path / "bin" / built.name
+        shutil.copy2(built, alone)
+        proc = _run(alone, *args, env=env, cwd=tmp_path)
+        _assert_clean_error(proc, "no ONNX Runtime library found", "ORT_DYLIB_PATH")
+    assert not (tmp_path / "o.wav").exists()
 
 
 def test_error_graph_not_matching_the_contract(binary, onnx_dir, tmp_path):
@@ -430,14 +441,14 @@ def test_benchmark_host_overhead(benchmark, rust, py_ort, binary, onnx_dir, tmp_
     print("\n" + json.dumps(row, indent=1))
 
 
-def test_default_onnx_dir_is_the_exported_cache(binary, onnx_dir, tmp_path):
+def test_default_onnx_dir_is_the_exported_cache(harness, onnx_dir, tmp_path):
     """Without --onnx-dir the binary takes <cache>/artifacts/<id>/fp32 (plan P3.6: `generate --case …` alone)."""
     (tmp_path / "artifacts" / "some-checkpoint").mkdir(parents=True)
     (tmp_path / "artifacts" / "some-checkpoint" / "fp32").symlink_to(onnx_dir)
     env = {**rust_env(), "ACESTEP_PARITY_CACHE": str(tmp_path)}
     env.pop("ACESTEP_ONNX_DIR", None)
-    proc = _run(binary, "tokenize", stdin="[]", env=env)
+    proc = _run(harness, "tokenize", stdin="[]", env=env)
     assert proc.returncode == 0, proc.stderr
     assert "using the exported ONNX folder" in proc.stderr and "some-checkpoint" in proc.stderr
     env["ACESTEP_PARITY_CACHE"] = str(tmp_path / "empty")
-    _assert_clean_error(_run(binary, "tokenize", stdin="[]", env=env, cwd=tmp_path), "no ONNX folder", "--onnx-dir")
+    _assert_clean_error(_run(harness, "tokenize", stdin="[]", env=env, cwd=tmp_path), "no ONNX folder", "--onnx-dir")

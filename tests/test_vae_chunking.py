@@ -4,7 +4,7 @@ Issue 12: on ONNX Runtime the overlap covers the decoder's receptive field and e
 same way whatever the window, so the chunk size is a speed/memory trade with no accuracy cost. These tests hold
 that claim on every case's latents (the frozen golden ``pred_latents``): py_ort's decode with upstream's tiles
 against the budget chunk the runtimes use by default (one call for the tiny VAE) and against other chunkings
-(many windows with different boundaries), and the Rust runtime's chunked decode (``generate vae-decode``)
+(many windows with different boundaries), and the Rust runtime's chunked decode (``acestep-harness vae-decode``)
 against the same upstream tiles. Every gate is max_abs 0.
 
 Where exactness stops (measured, docs/performance.md): (1) an overlap below the decoder's receptive field (about
@@ -105,11 +105,11 @@ def test_budget_chunking_equals_upstream_tiling(ort_engine, decode_1t, golden, r
 
 def test_rust_budget_chunking_equals_upstream_tiling(ort_engine, decode_1t, golden, runnable_case, tmp_path,
                                                      record_property):
-    from acestep_parity.backends.rust import find_binary, load_npz, rust_env
+    from acestep_parity.backends.rust import find_harness, load_npz, rust_env
 
-    binary = find_binary()
-    if binary is None:
-        pytest.skip("the Rust `generate` binary is not built: `make rust`")
+    harness = find_harness()
+    if harness is None:
+        pytest.skip("the Rust `acestep-harness` binary is not built: `make rust`")
     latents = _latents(golden)
     upstream, _ = _upstream(runnable_case.id, latents, decode_1t)
     inputs, out = tmp_path / "latents.npz", tmp_path / "audio.npz"
@@ -118,7 +118,7 @@ def test_rust_budget_chunking_equals_upstream_tiling(ort_engine, decode_1t, gold
     for mode in modes:
         env = {**rust_env(), tiling.ENV_TILING: mode, "ACESTEP_ORT_THREADS": "1"}
         env.pop(tiling.ENV_MEMORY, None)
-        cmd = [str(binary), "vae-decode", "--onnx-dir", str(ort_engine.onnx_dir), "--inputs", str(inputs),
+        cmd = [str(harness), "vae-decode", "--onnx-dir", str(ort_engine.onnx_dir), "--inputs", str(inputs),
                "--out", str(out)]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=paths.REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -3,9 +3,10 @@ ONNX folder (:mod:`acestep_parity.backends.onnx_folder`) and the same ``libonnxr
 
 ``run_case`` runs ``generate --case ... --dump caps.npz`` and reads the dump (the names, dtypes and shapes of
 Python's captures; simple_mode cases run the Rust planner, ``acestep-core``'s FSM on ``lm_prefill``/``lm_decode``,
-then text2music). ``dit_step`` and ``lm_teacher_logits`` go through one long-lived ``generate serve`` process
-(measured on the tiny checkpoint: ~9 ms per DiT step, against ~200 ms for a ``generate dit-step`` process per
-step, which reloads ONNX Runtime and the graph every time). The adapter builds nothing: without the binary it skips, saying how
+then text2music). ``dit_step`` and ``lm_teacher_logits`` go through one long-lived ``acestep-harness serve``
+process (the harness binary speaks the test protocol; ``generate`` is the user CLI; measured on the tiny checkpoint:
+~9 ms per DiT step, against ~200 ms for an ``acestep-harness dit-step`` process per step, which reloads ONNX
+Runtime and the graph every time). The adapter builds nothing: without the binary it skips, saying how
 to build it (``make test`` does).
 
 The binary loads the very ONNX Runtime library of this Python's ``onnxruntime`` package (``ORT_DYLIB_PATH`` is
@@ -45,13 +46,31 @@ def default_target_dir() -> Path:
     return paths.REPO_ROOT / "target"
 
 
+def _built(name: str) -> Path | None:
+    """``name`` in the cargo target folder (:func:`default_target_dir`), when built."""
+    candidate = default_target_dir() / "release" / name
+    return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
 def find_binary() -> Path | None:
-    """``$ACESTEP_RUST_GENERATE``, else ``generate`` in the cargo target folder (:func:`default_target_dir`)."""
+    """The user CLI: ``$ACESTEP_RUST_GENERATE``, else ``generate`` in the cargo target folder."""
     env = os.environ.get("ACESTEP_RUST_GENERATE")
     if env:
         return Path(env) if Path(env).is_file() else None
-    candidate = default_target_dir() / "release" / "generate"
-    return candidate if candidate.is_file() and os.access(candidate, os.X_OK) else None
+    return _built("generate")
+
+
+def find_harness() -> Path | None:
+    """The test-protocol binary (serve, dit-step, vae-decode, tokenize, info): ``$ACESTEP_RUST_HARNESS``, else
+    ``acestep-harness`` beside ``$ACESTEP_RUST_GENERATE``, else in the cargo target folder."""
+    env = os.environ.get("ACESTEP_RUST_HARNESS")
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    generate = os.environ.get("ACESTEP_RUST_GENERATE")
+    if generate:
+        beside = Path(generate).with_name("acestep-harness")
+        return beside if beside.is_file() else None
+    return _built("acestep-harness")
 
 
 def python_ort_dylib() -> Path | None:
@@ -99,25 +118,25 @@ def run_generate(binary: Path, case_path: Path, onnx_dir: Path, workdir: Path,
 
 
 class DitServer:
-    """One ``generate serve`` process answering teacher-forced DiT steps (JSON lines over stdin/stdout)."""
+    """One ``acestep-harness serve`` process answering teacher-forced DiT steps (JSON lines over stdin/stdout)."""
 
-    def __init__(self, binary: Path, onnx_dir: Path):
+    def __init__(self, harness: Path, onnx_dir: Path):
         self.workdir = Path(tempfile.mkdtemp(prefix="acestep-rust-dit-"))
-        self.proc = subprocess.Popen([str(binary), "serve", "--onnx-dir", str(onnx_dir)], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([str(harness), "serve", "--onnx-dir", str(onnx_dir)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rust_env(),
                                      cwd=paths.REPO_ROOT)
         self.lock = threading.Lock()
         self.last_dit_seconds: float | None = None
         hello = self._readline()
         if not hello.get("ready"):
-            raise RustRuntimeError(f"generate serve did not start: {hello}")
+            raise RustRuntimeError(f"acestep-harness serve did not start: {hello}")
         atexit.register(self.close)
 
     def _readline(self) -> dict:
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
             err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RustRuntimeError(f"generate serve ended: {err.strip()[-4000:]}")
+            raise RustRuntimeError(f"acestep-harness serve ended: {err.strip()[-4000:]}")
         return json.loads(line)
 
     def lm_teacher(self, prompt_ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -131,7 +150,7 @@ class DitServer:
             self.proc.stdin.flush()
             reply = self._readline()
             if not reply.get("ok"):
-                raise RustRuntimeError(f"generate serve: {reply.get('error')}")
+                raise RustRuntimeError(f"acestep-harness serve: {reply.get('error')}")
             return load_npz(out)["logits"]
 
     def step(self, xt, t, encoder_hidden_states, context_latents) -> np.ndarray:
@@ -145,7 +164,7 @@ class DitServer:
             self.proc.stdin.flush()
             reply = self._readline()
             if not reply.get("ok"):
-                raise RustRuntimeError(f"generate serve: {reply.get('error')}")
+                raise RustRuntimeError(f"acestep-harness serve: {reply.get('error')}")
             self.last_dit_seconds = reply.get("dit_seconds")  # the DiT call alone, timed by the binary
             return load_npz(out)["vt"]
 
@@ -166,7 +185,10 @@ class RustBackend(OnnxFolderBackend, Backend):
     def availability(self) -> Availability:
         if self.binary is None:
             return Availability(False, f"the Rust runtime binary `generate` is not built "
-                                       f"(looked in {default_target_dir()}/release and target/release); {BUILD_HINT}")
+                                       f"(looked in {default_target_dir()}/release); {BUILD_HINT}")
+        if self.harness is None:
+            return Availability(False, f"the Rust test-protocol binary `acestep-harness` is not built "
+                                       f"(looked in {default_target_dir()}/release); {BUILD_HINT}")
         if not rust_env().get("ORT_DYLIB_PATH"):
             return Availability(False, "no libonnxruntime for the Rust runtime: install onnxruntime in this Python "
                                        "(`pip install -e .`) or set ORT_DYLIB_PATH")
@@ -182,6 +204,12 @@ class RustBackend(OnnxFolderBackend, Backend):
             self._binary = find_binary()
         return self._binary
 
+    @property
+    def harness(self) -> Path | None:
+        if not hasattr(self, "_harness"):
+            self._harness = find_harness()
+        return self._harness
+
     def _run(self, case: Case) -> Captures:
         with tempfile.TemporaryDirectory(prefix=f"acestep-rust-{case.id}-") as tmp:
             arrays, info = run_generate(self.binary, case.path, self.onnx_dir, Path(tmp))
@@ -193,7 +221,7 @@ class RustBackend(OnnxFolderBackend, Backend):
     @property
     def server(self) -> DitServer:
         if not hasattr(self, "_server"):
-            self._server = DitServer(self.binary, self.onnx_dir)
+            self._server = DitServer(self.harness, self.onnx_dir)
         return self._server
 
     def dit_step(self, xt, t, encoder_hidden_states, context_latents):

@@ -116,13 +116,62 @@ fn types_name(types: &[PyType]) -> String {
     }
 }
 
-/// A malformed case file; the message names the file and the field.
+/// A malformed case file, or a `--case` that names none. The messages are Python's `CaseError` texts, byte for
+/// byte; [`CaseError::field`] gives the field a message names without parsing it.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CaseError(pub String);
+pub enum CaseError {
+    /// One field is wrong: `<path>: field '<name>': <message>`.
+    #[error("{}: field {}: {message}", path.display(), repr_str(field))]
+    Field { path: PathBuf, field: String, message: String },
+    /// The file as a whole (unreadable, not JSON, not an object): `<path>: <message>`.
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    /// Python's `FileNotFoundError` text.
+    #[error("[Errno 2] No such file or directory: {}", repr_str(&path.display().to_string()))]
+    NotFound { path: PathBuf },
+    /// `--case` is neither a file nor a case id of the cases folder.
+    #[error("case {}: no such file, and no {}", repr_str(arg), candidate.display())]
+    Unresolved { arg: String, candidate: PathBuf },
+}
+
+impl CaseError {
+    /// The field the message names, where it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            CaseError::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The case file (or folder, or the path looked up last) the message names.
+    pub fn path(&self) -> &Path {
+        match self {
+            CaseError::Field { path, .. } | CaseError::File { path, .. } | CaseError::NotFound { path } => path,
+            CaseError::Unresolved { candidate, .. } => candidate,
+        }
+    }
+}
 
 fn fail(path: &Path, field: &str, message: impl AsRef<str>) -> CaseError {
-    CaseError(format!("{}: field {}: {}", path.display(), repr_str(field), message.as_ref()))
+    CaseError::Field { path: path.to_path_buf(), field: field.to_string(), message: message.as_ref().to_string() }
+}
+
+fn file_error(path: &Path, message: String) -> CaseError {
+    CaseError::File { path: path.to_path_buf(), message }
+}
+
+/// The seven music fields of a text2music request: what a case file gives, what the pipeline's request carries
+/// and what the planner fills in for a simple_mode case ([`crate::lm_planner::text2music_fields`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MusicFields {
+    pub caption: String,
+    pub lyrics: String,
+    pub language: String,
+    pub bpm: Option<i64>,
+    pub keyscale: String,
+    pub timesignature: String,
+    /// `None`: no duration (absent, null or <= 0 in the file)
+    pub duration: Option<f64>,
 }
 
 /// One validated case file.
@@ -132,14 +181,7 @@ pub struct Case {
     pub task: String,
     pub path: PathBuf,
     pub description: String,
-    pub caption: String,
-    pub lyrics: String,
-    pub language: String,
-    pub bpm: Option<i64>,
-    pub keyscale: String,
-    pub timesignature: String,
-    /// `None`: no duration (absent, null or <= 0 in the file)
-    pub duration: Option<f64>,
+    pub music: MusicFields,
     pub seeds: Vec<u64>,
     pub shift: f64,
     pub timesteps: Option<Vec<f64>>,
@@ -182,11 +224,11 @@ fn stem(path: &Path) -> String {
 /// Read and validate one case file.
 pub fn load_case(path: &Path) -> Result<Case, CaseError> {
     let raw = std::fs::read(path).map_err(|e| {
-        CaseError(if e.kind() == std::io::ErrorKind::NotFound {
-            format!("[Errno 2] No such file or directory: {}", repr_str(&path.display().to_string()))
+        if e.kind() == std::io::ErrorKind::NotFound {
+            CaseError::NotFound { path: path.to_path_buf() }
         } else {
-            format!("{}: cannot read: {e}", path.display())
-        })
+            file_error(path, format!("cannot read: {e}"))
+        }
     })?;
     parse_case(path, &raw)
 }
@@ -194,12 +236,10 @@ pub fn load_case(path: &Path) -> Result<Case, CaseError> {
 /// Validate the bytes of a case file; `path` names the file in messages and its stem must equal `id`
 /// (the C-ABI library passes `<id>.json` for a case given as JSON text).
 pub fn parse_case(path: &Path, raw: &[u8]) -> Result<Case, CaseError> {
-    let text =
-        std::str::from_utf8(raw).map_err(|e| CaseError(format!("{}: not valid UTF-8 JSON: {e}", path.display())))?;
-    let data: Value =
-        serde_json::from_str(text).map_err(|e| CaseError(format!("{}: not valid UTF-8 JSON: {e}", path.display())))?;
+    let text = std::str::from_utf8(raw).map_err(|e| file_error(path, format!("not valid UTF-8 JSON: {e}")))?;
+    let data: Value = serde_json::from_str(text).map_err(|e| file_error(path, format!("not valid UTF-8 JSON: {e}")))?;
     let Value::Object(data) = data else {
-        return Err(CaseError(format!("{}: top level must be a JSON object", path.display())));
+        return Err(file_error(path, "top level must be a JSON object".into()));
     };
     for key in data.keys() {
         if !FIELDS.iter().any(|(name, _, _)| name == key) {
@@ -307,13 +347,15 @@ pub fn parse_case(path: &Path, raw: &[u8]) -> Result<Case, CaseError> {
         task,
         path: path.to_path_buf(),
         description: string(&data, "description", ""),
-        caption,
-        lyrics: string(&data, "lyrics", ""),
-        language: string(&data, "language", "unknown"),
-        bpm,
-        keyscale: string(&data, "keyscale", ""),
-        timesignature: string(&data, "timesignature", ""),
-        duration,
+        music: MusicFields {
+            caption,
+            lyrics: string(&data, "lyrics", ""),
+            language: string(&data, "language", "unknown"),
+            bpm,
+            keyscale: string(&data, "keyscale", ""),
+            timesignature: string(&data, "timesignature", ""),
+            duration,
+        },
         seeds,
         shift,
         timesteps,
@@ -334,12 +376,12 @@ pub fn resolve_case(arg: &str, cases_dir: &Path) -> Result<Case, CaseError> {
     if candidate.is_file() {
         return load_case(&candidate);
     }
-    Err(CaseError(format!("case {}: no such file, and no {}", repr_str(arg), candidate.display())))
+    Err(CaseError::Unresolved { arg: arg.to_string(), candidate })
 }
 
 /// All case files of a folder (tolerances.json excluded), sorted by file name.
 pub fn discover_cases(dir: &Path) -> Result<Vec<Case>, CaseError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| CaseError(format!("{}: cannot list: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| file_error(dir, format!("cannot list: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json") && p.file_name().is_some_and(|n| n != "tolerances.json"))

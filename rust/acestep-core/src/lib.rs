@@ -5,6 +5,7 @@
 //! Every function here is a line-by-line port of the Python module named in its docs, so that the Rust
 //! runtime (`acestep-ort`) and the Python ORT runtime agree bit for bit.
 
+pub mod assets;
 pub mod audio;
 pub mod case;
 pub mod digests;
@@ -12,6 +13,7 @@ pub mod latents;
 pub mod lm_fsm;
 pub mod lm_parse;
 pub mod lm_planner;
+pub mod lm_tokenizer;
 pub mod noise;
 pub mod prompts;
 pub mod pyfmt;

@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! let tables = FsmTables::new(&vocab, &genres, max_duration)?;   // once per tokenizer + genres + max_duration
-//! let mut fsm = LmFsm::new(&tables, &vocab, &user_metadata)?;   // once per generation ("understand" phase)
+//! let tables = Arc::new(tables);   // an FSM owns a share of its tables (cached per max_duration)
+//! let mut fsm = LmFsm::new(tables.clone(), &vocab, &user_metadata)?;   // once per generation ("understand" phase)
 //! loop {
 //!     fsm.apply(&mut logits_row)?;   // masks in place: disallowed ids become -inf, allowed ones keep their value
 //!     let token = argmax(&logits_row) as u32;   // parity mode; lm_planner has the other processors
@@ -17,8 +18,8 @@
 //! ```
 //!
 //! * [`LmVocab`] is the tokenizer surface upstream uses (`encode(text, add_special_tokens=False)`,
-//!   `decode([id])` with special tokens kept, `len(tokenizer)`, eos / pad ids); `acestep-ort` implements it on
-//!   the `tokenizers` crate (`LmTokenizer`), tests on recorded tables.
+//!   `decode([id])` with special tokens kept, `len(tokenizer)`, eos / pad ids); [`crate::lm_tokenizer::LmTokenizer`]
+//!   implements it on the `tokenizers` crate, tests on recorded tables.
 //! * `genres` is the already-loaded list ([`load_genres`] reads `genres_vocab.txt` text);
 //!   `max_duration` is upstream's machine-dependent cap (10..=600).
 //! * `user_metadata` maps field names (`bpm`, `caption`, `duration`, `genres`, `keyscale`, `language`,
@@ -30,6 +31,7 @@
 //! `</think>`) is refused. Batch size 1.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::pyfmt::{is_py_space, py_strip};
 
@@ -533,8 +535,9 @@ impl Default for FsmOptions {
 }
 
 /// Per-generation state of upstream's processor.
-pub struct LmFsm<'a> {
-    tables: &'a FsmTables,
+pub struct LmFsm {
+    /// Shared with every generation on the same tokenizer, genres and max_duration.
+    tables: Arc<FsmTables>,
     opts: FsmOptions,
     /// `encode(" {value}\n")` of each user-provided field (None where not given).
     user_ids: HashMap<&'static str, Vec<u32>>,
@@ -554,10 +557,10 @@ pub struct LmFsm<'a> {
     pending_field_name: String,
 }
 
-impl<'a> LmFsm<'a> {
+impl LmFsm {
     /// Simple mode's processor (`understand`, nothing skipped) with `user_metadata` injected.
     pub fn new(
-        tables: &'a FsmTables,
+        tables: Arc<FsmTables>,
         vocab: &dyn LmVocab,
         user_metadata: &BTreeMap<String, String>,
     ) -> Result<Self, FsmError> {
@@ -565,7 +568,7 @@ impl<'a> LmFsm<'a> {
     }
 
     pub fn with_options(
-        tables: &'a FsmTables,
+        tables: Arc<FsmTables>,
         vocab: &dyn LmVocab,
         user_metadata: &BTreeMap<String, String>,
         opts: FsmOptions,
@@ -681,7 +684,8 @@ impl<'a> LmFsm<'a> {
     /// `__call__` for one row, in place: disallowed ids become -inf (allowed ones keep their values, bit for bit
     /// as numpy computes them: the additive masks add +0.0).
     pub fn apply(&mut self, scores: &mut [f32]) -> Result<(), FsmError> {
-        let t = self.tables;
+        let tables = Arc::clone(&self.tables);
+        let t = &*tables;
         if scores.len() != t.vocab_size {
             return Err(FsmError::VocabSize { got: scores.len(), want: t.vocab_size });
         }
@@ -730,7 +734,8 @@ impl<'a> LmFsm<'a> {
 
     /// `_process_single_sequence`.
     fn process_single(&mut self, scores: &mut [f32]) {
-        let t = self.tables;
+        let tables = Arc::clone(&self.tables);
+        let t = &*tables;
         if let Some(&first) = self.queue.first() {
             whitelist(scores, &[first]);
             return;
@@ -898,7 +903,8 @@ impl<'a> LmFsm<'a> {
 
     /// `_get_allowed_genres_tokens` (the caption-matched trie is never built upstream: full trie only).
     fn genres_allowed(&self) -> Vec<u32> {
-        let t = self.tables;
+        let tables = Arc::clone(&self.tables);
+        let t = &*tables;
         let nl_list = || truthy(t.newline_token).into_iter().collect::<Vec<_>>();
         let prefix = py_strip(&self.accumulated_value.to_lowercase()).to_string();
         let node = if prefix.is_empty() { Some(0) } else { t.genres_node(&prefix) };
@@ -937,7 +943,8 @@ impl<'a> LmFsm<'a> {
 
     /// `update_state` after a token was chosen.
     pub fn update(&mut self, token_id: u32) -> Result<(), FsmError> {
-        let t = self.tables;
+        let tables = Arc::clone(&self.tables);
+        let t = &*tables;
         match self.state {
             State::Completed => return Ok(()),
             State::CodesGeneration => {

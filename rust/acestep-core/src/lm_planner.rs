@@ -9,6 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::case::{Case, MusicFields};
 use crate::lm_parse::SampleResult;
 
 pub const EMPTY_QUERY: &str = "NO USER INPUT";
@@ -134,25 +135,14 @@ pub fn topk_ids(logits: &[f32], k: usize) -> Vec<usize> {
     order
 }
 
-/// The planner's fields as a text2music request (`planner.text2music_fields`): values unvalidated, as
+/// The planner's fields as a text2music request (`lm_planner.text2music_fields`): values unvalidated, as
 /// upstream's UI passes them; a missing duration falls back to the case's cap.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Text2MusicFields {
-    pub caption: String,
-    pub lyrics: String,
-    pub language: String,
-    pub bpm: Option<i64>,
-    pub keyscale: String,
-    pub timesignature: String,
-    pub duration: Option<f64>,
-}
-
 pub fn text2music_fields(
     sample: &SampleResult,
     language_fallback: &str,
     duration_fallback: Option<f64>,
-) -> Text2MusicFields {
-    Text2MusicFields {
+) -> MusicFields {
+    MusicFields {
         caption: sample.caption.clone(),
         lyrics: sample.lyrics.clone(),
         language: if sample.language.is_empty() { language_fallback.to_string() } else { sample.language.clone() },
@@ -163,6 +153,17 @@ pub fn text2music_fields(
             Some(d) if d != 0.0 => Some(d),
             _ => duration_fallback,
         },
+    }
+}
+
+/// A simple_mode case after its planner run, as the text2music case it hands off (`lm_planner.text2music_request`):
+/// the planner's music fields in place of the case's (language "unknown" and the case's duration as fallbacks),
+/// seeds, shift and timesteps kept. What both `generate` and the C ABI's `ace_prepare_planned_request` run.
+pub fn text2music_case(case: &Case, sample: &SampleResult) -> Case {
+    Case {
+        task: "text2music".to_string(),
+        music: text2music_fields(sample, "unknown", case.music.duration),
+        ..case.clone()
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use acestep_core::lm_fsm::{
     argmax, load_genres, simple_mode_user_metadata, FsmError, FsmOptions, FsmTables, LmFsm, LmVocab, Phase,
@@ -117,9 +118,9 @@ fn fsm_steps_equal_python() {
     for run in runs {
         let name = run["name"].as_str().expect("name");
         let max_duration = run["max_duration"].as_i64().expect("max_duration");
-        let tables = FsmTables::new(&vocab, &genres, max_duration).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let tables = Arc::new(FsmTables::new(&vocab, &genres, max_duration).unwrap_or_else(|e| panic!("{name}: {e}")));
         let user = string_map(&run["user_metadata"]);
-        let mut fsm = LmFsm::with_options(&tables, &vocab, &user, options(&run["options"]))
+        let mut fsm = LmFsm::with_options(tables.clone(), &vocab, &user, options(&run["options"]))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let teacher = run["teacher_forced"].as_bool().expect("teacher_forced");
         for (step, rec) in run["steps"].as_array().expect("steps").iter().enumerate() {

@@ -177,11 +177,11 @@ fn committed_cases_load_as_in_python() {
     assert_eq!(cases.len(), want.len());
     for (case, w) in cases.iter().zip(want) {
         assert_eq!(case.id, s(w, "id"));
-        assert_eq!(case.caption, s(w, "caption"));
-        assert_eq!(case.lyrics, s(w, "lyrics"));
-        assert_eq!(case.language, s(w, "language"));
-        assert_eq!(case.bpm, w["bpm"].as_i64());
-        assert_eq!(case.duration, w["duration"].as_f64());
+        assert_eq!(case.music.caption, s(w, "caption"));
+        assert_eq!(case.music.lyrics, s(w, "lyrics"));
+        assert_eq!(case.music.language, s(w, "language"));
+        assert_eq!(case.music.bpm, w["bpm"].as_i64());
+        assert_eq!(case.music.duration, w["duration"].as_f64());
         assert_eq!(case.shift, w["shift"].as_f64().expect("shift"));
         let seeds: Vec<u64> = w["seeds"].as_array().expect("seeds").iter().filter_map(Value::as_u64).collect();
         assert_eq!(case.seeds, seeds);

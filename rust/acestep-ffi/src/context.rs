@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use acestep_core::assets::{self, AssetError};
 use acestep_core::digests;
 use acestep_core::latents::SilenceLatent;
 use acestep_core::tokenizer::TextTokenizer;
 use serde_json::{Map, Value};
 
-use crate::assets;
 use crate::error::{AceStatus, FfiError, FfiResult};
 
 /// Configuration keys `ace_create_context` accepts.
@@ -33,6 +33,15 @@ pub struct AceContext {
 pub struct LmState {
     pub assets: Option<crate::lm::LmAssets>,
     pub generation: Option<crate::lm::Generation>,
+}
+
+/// An asset that cannot be read is `Io`; one that was read and is wrong is `invalid`.
+fn asset_error(field: &str, invalid: AceStatus, e: AssetError) -> FfiError {
+    let status = match e {
+        AssetError::Missing { .. } | AssetError::Io { .. } => AceStatus::Io,
+        AssetError::Invalid { .. } => invalid,
+    };
+    FfiError::new(status, Some(field.into()), e.to_string())
 }
 
 fn path_field(config: &Map<String, Value>, key: &str) -> FfiResult<Option<PathBuf>> {
@@ -86,7 +95,7 @@ impl AceContext {
         let tokenizer_config = path_field(config, "tokenizer_config")?.or_else(|| from_dir("tokenizer_config.json"));
         let silence_path = need("silence_latent", "silence_latent.npy")?;
         let folder_manifest = match &onnx_dir {
-            Some(dir) => assets::read_manifest(dir)?,
+            Some(dir) => assets::read_manifest(dir).map_err(|e| asset_error("onnx_dir", AceStatus::InvalidJson, e))?,
             None => None,
         };
         if let (Some(dir), Some(manifest)) = (&onnx_dir, &folder_manifest) {
@@ -101,7 +110,8 @@ impl AceContext {
         }
         let manifest = if config.get("silence_latent").is_none() { folder_manifest } else { None };
         let tokenizer = load_tokenizer(&tokenizer_json, tokenizer_config.as_deref())?;
-        let silence = assets::load_silence_latent(&silence_path, manifest.as_ref())?;
+        let silence = assets::load_silence_latent(&silence_path, manifest.as_ref())
+            .map_err(|e| asset_error("silence_latent", AceStatus::InvalidArgument, e))?;
         let lm_paths = crate::lm::lm_paths(
             onnx_dir.as_deref(),
             path_field(config, "lm_dir")?,

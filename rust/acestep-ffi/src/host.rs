@@ -14,22 +14,14 @@ use serde_json::{json, Map, Value};
 use crate::context::AceContext;
 use crate::error::{AceStatus, FfiError, FfiResult};
 
-/// The field a case validation message names (`<file>: field '<name>': ...`).
-fn case_field(message: &str) -> Option<String> {
-    let rest = message.split(": field '").nth(1)?;
-    Some(rest.split('\'').next()?.to_string())
-}
-
 /// Validate a case given as a JSON object, exactly as a case file named `<id>.json` is validated.
 pub fn parse_request(request: &Map<String, Value>) -> FfiResult<Case> {
     let id = request.get("id").and_then(Value::as_str).unwrap_or("request");
     let name = if id.is_empty() || id.contains(['/', '\\', '\0']) { "request".to_string() } else { id.to_string() };
     let path = PathBuf::from(format!("{name}.json"));
     let raw = Value::Object(request.clone()).to_string();
-    parse_case(&path, raw.as_bytes()).map_err(|e| {
-        let message = e.to_string();
-        FfiError::new(AceStatus::InvalidArgument, case_field(&message), message)
-    })
+    parse_case(&path, raw.as_bytes())
+        .map_err(|e| FfiError::new(AceStatus::InvalidArgument, e.field().map(str::to_string), e.to_string()))
 }
 
 fn tensor_json<T: Into<Value> + Copy>(shape: &[usize], data: &[T]) -> Value {
@@ -58,7 +50,7 @@ pub const MAX_PLANNED_DURATION_S: f64 = 600.0;
 /// then prepared as `ace_prepare_request` prepares a case. The planner's `text`, `metadata_json` and `sample`
 /// are added under `"planner"`.
 pub fn prepare_planned_request(ctx: &AceContext, request: &Map<String, Value>, tokens: &[i64]) -> FfiResult<Value> {
-    let mut case = parse_request(request)?;
+    let case = parse_request(request)?;
     if case.task != "simple_mode" {
         return Err(FfiError::arg("task", format!("a planned request needs a simple_mode case, got {:?}", case.task)));
     }
@@ -67,18 +59,10 @@ pub fn prepare_planned_request(ctx: &AceContext, request: &Map<String, Value>, t
         let assets = state.assets.as_ref().ok_or_else(|| FfiError::arg("lm_dir", "LM assets not loaded"))?;
         crate::lm::finalize_sample(&assets.tok, tokens, case.instrumental)?
     };
-    let fields = acestep_core::lm_planner::text2music_fields(&sample, "unknown", case.duration);
-    case.task = "text2music".to_string();
-    case.caption = fields.caption;
-    case.lyrics = fields.lyrics;
-    case.language = fields.language;
-    case.bpm = fields.bpm;
-    case.keyscale = fields.keyscale;
-    case.timesignature = fields.timesignature;
-    case.duration = fields.duration;
+    let case = acestep_core::lm_planner::text2music_case(&case, &sample);
     // The FSM caps the planner's duration at max_duration (<= 600 s); a stream that escaped it (a host that skipped
     // the constraints) must not size tensors beyond what a case file may ask for.
-    if let Some(d) = case.duration.filter(|d| !d.is_finite() || *d > MAX_PLANNED_DURATION_S) {
+    if let Some(d) = case.music.duration.filter(|d| !d.is_finite() || *d > MAX_PLANNED_DURATION_S) {
         return Err(FfiError::arg(
             "duration",
             format!("the planner's duration {d} is out of range: at most {MAX_PLANNED_DURATION_S} seconds"),
@@ -94,14 +78,15 @@ pub fn prepare_planned_request(ctx: &AceContext, request: &Map<String, Value>, t
 /// Everything a host needs to run one validated text2music case (`prepare_request`'s body).
 pub fn prepare_case(ctx: &AceContext, case: &Case) -> FfiResult<Value> {
     let batch = case.batch_size();
-    let metas = prompts::metas_string(case.bpm, &case.keyscale, &case.timesignature, case.duration);
-    let caption_prompt = prompts::caption_prompt(&case.caption, &metas, prompts::DEFAULT_DIT_INSTRUCTION);
-    let lyric_prompt = prompts::lyric_prompt(&case.lyrics, &case.language);
+    let music = &case.music;
+    let metas = prompts::metas_string(music.bpm, &music.keyscale, &music.timesignature, music.duration);
+    let caption_prompt = prompts::caption_prompt(&music.caption, &metas, prompts::DEFAULT_DIT_INSTRUCTION);
+    let lyric_prompt = prompts::lyric_prompt(&music.lyrics, &music.language);
     let text_row = ctx.tokenize(&caption_prompt, prompts::TEXT_MAX_TOKENS)?;
     let lyric_row = ctx.tokenize(&lyric_prompt, prompts::LYRIC_MAX_TOKENS)?;
     let (text_ids, text_mask) = padded(&text_row, batch);
     let (lyric_ids, lyric_mask) = padded(&lyric_row, batch);
-    let frames = latent_frames(case.duration);
+    let frames = latent_frames(music.duration);
     let sched = schedule::resolve_schedule(case.shift, case.timesteps.as_deref());
     let t32 = schedule::schedule_f32(&sched);
     let tiles = tiling::plan_tiles(frames, tiling::CPU_CHUNK_SIZE, tiling::OVERLAP)
@@ -402,8 +387,18 @@ mod tests {
     }
 
     #[test]
-    fn case_field_is_extracted() {
-        assert_eq!(case_field("x.json: field 'bpm': 5 is out of range 30..300").as_deref(), Some("bpm"));
-        assert_eq!(case_field("x.json: top level must be a JSON object"), None);
+    fn case_errors_carry_their_field() {
+        let request = |text: &str| -> Map<String, Value> {
+            match serde_json::from_str(text) {
+                Ok(Value::Object(map)) => map,
+                _ => panic!("not a JSON object: {text}"),
+            }
+        };
+        let e = parse_request(&request(r#"{"id": "x", "task": "text2music", "seeds": [1], "bpm": 5}"#))
+            .expect_err("bpm 5 is refused");
+        assert_eq!(e.field.as_deref(), Some("bpm"));
+        assert_eq!(e.message, "x.json: field 'bpm': 5 is out of range 30..300");
+        let e = parse_request(&request(r#"{"id": "x", "task": "text2music"}"#)).expect_err("no seeds");
+        assert_eq!(e.field.as_deref(), Some("seeds"));
     }
 }

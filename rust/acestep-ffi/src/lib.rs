@@ -10,7 +10,6 @@ use std::ffi::{c_char, CString};
 use std::path::Path;
 
 pub mod args;
-pub mod assets;
 pub mod context;
 pub mod error;
 pub mod host;

@@ -10,13 +10,10 @@ use std::sync::Arc;
 use acestep_core::lm_fsm::{self, FsmError, FsmTables, LmFsm, LmVocab};
 use acestep_core::lm_parse::{self, SampleResult};
 use acestep_core::lm_planner;
+use acestep_core::lm_tokenizer::{LmTokenizer, LmTokenizerError, GENRES_FILE, LM_DIR};
 use serde_json::{json, Map, Value};
-use tokenizers::Tokenizer;
 
 use crate::error::{AceStatus, FfiError, FfiResult};
-
-pub const LM_DIR: &str = "acestep-5Hz-lm-0.6B";
-pub const GENRES_FILE: &str = "genres_vocab.txt";
 
 fn fsm_error(e: FsmError) -> FfiError {
     let field = match &e {
@@ -31,88 +28,24 @@ fn fsm_error(e: FsmError) -> FfiError {
     FfiError::new(code, field, e.to_string())
 }
 
-/// The LM tokenizer as the FSM sees it (`acestep_parity.host.lm_vocab.FastTokenizer`; the same surface as
-/// `acestep-ort`'s `LmTokenizer`).
-pub struct LmTok {
-    tokenizer: Tokenizer,
-    eos: u32,
-    pad: Option<u32>,
-    size: usize,
-}
-
-impl LmTok {
-    pub fn load(folder: &Path) -> FfiResult<Self> {
-        let json_path = folder.join("tokenizer.json");
-        let io =
-            |p: &Path, m: String| FfiError::new(AceStatus::Io, Some("lm_dir".into()), format!("{}: {m}", p.display()));
-        if !json_path.is_file() {
-            return Err(io(&json_path, "the LM tokenizer is missing".into()));
-        }
-        let tokenizer = Tokenizer::from_file(&json_path)
-            .map_err(|e| FfiError::arg("lm_dir", format!("{}: {e}", json_path.display())))?;
-        let config_path = folder.join("tokenizer_config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| io(&config_path, e.to_string()))?;
-        let config: Value = serde_json::from_str(&text)
-            .map_err(|e| FfiError::arg("lm_dir", format!("{}: {e}", config_path.display())))?;
-        let token_id = |key: &str| -> FfiResult<Option<u32>> {
-            let content = match config.get(key) {
-                None | Some(Value::Null) => return Ok(None),
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).unwrap_or_default().to_string(),
-                Some(other) => {
-                    return Err(FfiError::arg("lm_dir", format!("{}: {key} is {other}", config_path.display())))
-                }
-            };
-            tokenizer.token_to_id(&content).map(Some).ok_or_else(|| {
-                FfiError::arg(
-                    "lm_dir",
-                    format!("{}: token {content:?} is not in tokenizer.json", config_path.display()),
-                )
-            })
-        };
-        let eos = token_id("eos_token")?
-            .ok_or_else(|| FfiError::arg("lm_dir", format!("{}: no eos_token", config_path.display())))?;
-        let pad = token_id("pad_token")?;
-        let size = tokenizer.get_vocab_size(true);
-        Ok(Self { tokenizer, eos, pad, size })
-    }
-
-    /// `tokenizer(prompt)` (special tokens on).
-    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, FsmError> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| FsmError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
-    }
-}
-
-impl LmVocab for LmTok {
-    fn vocab_size(&self) -> usize {
-        self.size
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>, FsmError> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| FsmError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String, FsmError> {
-        self.tokenizer.decode(ids, false).map_err(|e| FsmError::Tokenizer(e.to_string()))
-    }
-    fn eos_token_id(&self) -> u32 {
-        self.eos
-    }
-    fn pad_token_id(&self) -> Option<u32> {
-        self.pad
-    }
+fn tokenizer_error(e: LmTokenizerError) -> FfiError {
+    let code = match e {
+        LmTokenizerError::Missing { .. } | LmTokenizerError::Io { .. } => AceStatus::Io,
+        LmTokenizerError::Invalid { .. } | LmTokenizerError::NoGenres { .. } => AceStatus::InvalidArgument,
+    };
+    FfiError::new(code, Some("lm_dir".into()), e.to_string())
 }
 
 /// The LM assets of a context, loaded on the first LM call; FSM tables cached per `max_duration`.
 pub struct LmAssets {
-    pub tok: LmTok,
+    pub tok: LmTokenizer,
     pub genres: Vec<String>,
     pub tables: BTreeMap<i64, Arc<FsmTables>>,
 }
 
 impl LmAssets {
     pub fn load(lm_dir: &Path, genres_path: &Path) -> FfiResult<Self> {
-        let tok = LmTok::load(lm_dir)?;
+        let tok = LmTokenizer::load(lm_dir).map_err(tokenizer_error)?;
         let text = std::fs::read_to_string(genres_path).map_err(|e| {
             FfiError::new(AceStatus::Io, Some("genres_vocab".into()), format!("{}: {e}", genres_path.display()))
         })?;
@@ -129,11 +62,9 @@ impl LmAssets {
     }
 }
 
-/// One generation: the FSM (borrowing `tables`, kept alive by the `Arc` beside it) and its options.
+/// One generation: the FSM (owning a share of its cached tables) and its options.
 pub struct Generation {
-    // Declared first so it is dropped before `tables`, which it borrows.
-    fsm: LmFsm<'static>,
-    _tables: Arc<FsmTables>,
+    fsm: LmFsm,
     pub instrumental: bool,
     pub vocab_size: usize,
 }
@@ -196,23 +127,20 @@ pub fn begin(assets: &mut LmAssets, options: &Map<String, Value>) -> FfiResult<(
     };
     let tables = assets.tables(max_duration)?;
     let metadata = lm_fsm::simple_mode_user_metadata(language.as_deref());
-    // SAFETY: the FSM borrows the tables inside the `Arc`, whose heap address never moves; `Generation` keeps
-    // that `Arc` alive and drops the FSM first (field order), so the borrow never outlives the tables.
-    let static_tables: &'static FsmTables = unsafe { &*Arc::as_ptr(&tables) };
-    let fsm = LmFsm::new(static_tables, &assets.tok, &metadata).map_err(fsm_error)?;
+    let vocab_size = tables.vocab_size;
+    let fsm = LmFsm::new(tables, &assets.tok, &metadata).map_err(fsm_error)?;
     let prompt = lm_planner::inspiration_prompt(&query, instrumental);
     let prompt_ids = assets.tok.encode_prompt(&prompt).map_err(fsm_error)?;
     let info = json!({
         "prompt": prompt,
         "prompt_ids": prompt_ids,
-        "vocab_size": tables.vocab_size,
-        "eos_token_id": assets.tok.eos,
-        "pad_token_id": assets.tok.pad.unwrap_or(assets.tok.eos),
+        "vocab_size": vocab_size,
+        "eos_token_id": assets.tok.eos_token_id(),
+        "pad_token_id": assets.tok.pad_or_eos(),
         "max_new_tokens": lm_planner::max_new_tokens(),
         "max_duration": max_duration,
     });
-    let vocab_size = tables.vocab_size;
-    Ok((Generation { fsm, _tables: tables, instrumental, vocab_size }, info))
+    Ok((Generation { fsm, instrumental, vocab_size }, info))
 }
 
 impl Generation {
@@ -235,17 +163,17 @@ impl Generation {
 }
 
 /// `create_sample_from_query`'s metadata of a token stream: `{"text", "metadata", "sample"}`.
-pub fn finalize(tok: &LmTok, tokens: &[i64], instrumental: bool) -> FfiResult<Value> {
+pub fn finalize(tok: &LmTokenizer, tokens: &[i64], instrumental: bool) -> FfiResult<Value> {
     Ok(finalize_sample(tok, tokens, instrumental)?.0)
 }
 
 /// [`finalize`]'s JSON and the `create_sample` result it holds (for the hand-off to text2music).
-pub fn finalize_sample(tok: &LmTok, tokens: &[i64], instrumental: bool) -> FfiResult<(Value, SampleResult)> {
+pub fn finalize_sample(tok: &LmTokenizer, tokens: &[i64], instrumental: bool) -> FfiResult<(Value, SampleResult)> {
     let ids: Vec<u32> = tokens
         .iter()
-        .map(|&t| u32::try_from(t).ok().filter(|&t| (t as usize) < tok.size))
+        .map(|&t| u32::try_from(t).ok().filter(|&t| (t as usize) < tok.vocab_size()))
         .collect::<Option<_>>()
-        .ok_or_else(|| FfiError::arg("token_ids", format!("token ids must lie in 0..{}", tok.size)))?;
+        .ok_or_else(|| FfiError::arg("token_ids", format!("token ids must lie in 0..{}", tok.vocab_size())))?;
     let text = tok.decode(&ids).map_err(fsm_error)?;
     let metadata = lm_parse::create_sample_fields(&text, instrumental);
     let metadata_json = lm_parse::metadata_json(&metadata);

@@ -2,8 +2,8 @@
 //! the host logic of `acestep-core`, on the very `libonnxruntime` the Python runtime loads (see
 //! `docs/rust_ort_runtime.md`).
 
-pub mod assets;
 pub mod audio_io;
+pub mod cli;
 pub mod dylib;
 pub mod lm;
 pub mod pipeline;

@@ -6,105 +6,23 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use acestep_core::case::Case;
-use acestep_core::lm_fsm::{self, FsmError, FsmTables, LmFsm, LmVocab};
+use acestep_core::lm_fsm::{self, FsmTables, LmFsm, LmVocab};
 use acestep_core::lm_parse::{self, SampleResult};
 use acestep_core::lm_planner;
+use acestep_core::lm_tokenizer::{genres_path, LmTokenizer, LM_DIR};
 use anyhow::{anyhow, bail, Context, Result};
 use ndarray::{ArrayD, IxDyn};
 use ort::value::{DynValue, Tensor as OrtTensor};
 use serde_json::Value;
-use tokenizers::Tokenizer;
 
 use crate::sessions::{Graph, SessionConfig};
 use crate::tensor::{Arrays, Tensor};
 
-pub const LM_DIR: &str = "acestep-5Hz-lm-0.6B";
-pub const GENRES_FILE: &str = "genres_vocab.txt";
-pub const GENRES_ENV: &str = "ACESTEP_GENRES_VOCAB";
 pub const LM_GRAPHS: [&str; 2] = ["lm_prefill", "lm_decode"];
-
-/// The LM tokenizer (`tokenizer.json` + `tokenizer_config.json` of the LM folder), the [`LmVocab`] of the FSM.
-/// Port of `acestep_parity.host.lm_vocab.FastTokenizer`.
-pub struct LmTokenizer {
-    tokenizer: Tokenizer,
-    eos: u32,
-    pad: Option<u32>,
-    size: usize,
-}
-
-impl LmTokenizer {
-    pub fn load(folder: &Path) -> Result<Self> {
-        let json = folder.join("tokenizer.json");
-        if !json.is_file() {
-            bail!("{} lacks the LM tokenizer ({}); re-export with `acestep-export`", folder.display(), json.display());
-        }
-        let tokenizer = Tokenizer::from_file(&json).map_err(|e| anyhow!("{}: {e}", json.display()))?;
-        let config_path = folder.join("tokenizer_config.json");
-        let text =
-            std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-        let config: Value = serde_json::from_str(&text).with_context(|| format!("{}", config_path.display()))?;
-        let token_id = |key: &str| -> Result<Option<u32>> {
-            let content = match config.get(key) {
-                None | Some(Value::Null) => return Ok(None),
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).unwrap_or_default().to_string(),
-                Some(other) => bail!("{}: {key} is {other}", config_path.display()),
-            };
-            tokenizer
-                .token_to_id(&content)
-                .map(Some)
-                .ok_or_else(|| anyhow!("{}: token {content:?} is not in tokenizer.json", config_path.display()))
-        };
-        let eos = token_id("eos_token")?.ok_or_else(|| anyhow!("{}: no eos_token", config_path.display()))?;
-        let pad = token_id("pad_token")?;
-        let size = tokenizer.get_vocab_size(true);
-        Ok(Self { tokenizer, eos, pad, size })
-    }
-
-    /// `tokenizer(prompt)` (special tokens on: the Qwen3 LM post-processor appends nothing).
-    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, FsmError> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| FsmError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
-    }
-}
-
-impl LmVocab for LmTokenizer {
-    fn vocab_size(&self) -> usize {
-        self.size
-    }
-    fn encode(&self, text: &str) -> Result<Vec<u32>, FsmError> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| FsmError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String, FsmError> {
-        self.tokenizer.decode(ids, false).map_err(|e| FsmError::Tokenizer(e.to_string()))
-    }
-    fn eos_token_id(&self) -> u32 {
-        self.eos
-    }
-    fn pad_token_id(&self) -> Option<u32> {
-        self.pad
-    }
-}
-
-/// The genres list: `$ACESTEP_GENRES_VOCAB`, else `<onnx_dir>/acestep-5Hz-lm-0.6B/genres_vocab.txt`.
-pub fn genres_path(onnx_dir: &Path) -> Result<PathBuf> {
-    let path = match std::env::var_os(GENRES_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => onnx_dir.join(LM_DIR).join(GENRES_FILE),
-    };
-    if !path.is_file() {
-        bail!(
-            "genres vocabulary {} not found: set {GENRES_ENV} to upstream's acestep/genres_vocab.txt (see \
-             docs/lm_planner.md)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
 
 /// The two LM graphs and the cache between calls.
 pub struct OrtLm {
@@ -113,7 +31,7 @@ pub struct OrtLm {
     pub tokenizer: LmTokenizer,
     pub dir: PathBuf,
     cache: Option<(DynValue, DynValue)>,
-    tables: BTreeMap<i64, FsmTables>,
+    tables: BTreeMap<i64, Arc<FsmTables>>,
 }
 
 fn logits_row(graph: &str, v: &DynValue) -> Result<Vec<f32>> {
@@ -211,45 +129,43 @@ impl OrtLm {
         Ok(out)
     }
 
-    fn tables(&mut self, max_duration: i64) -> Result<&FsmTables> {
-        if !self.tables.contains_key(&max_duration) {
-            let path = genres_path(&self.dir)?;
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let genres = lm_fsm::load_genres(&text);
-            let tables = FsmTables::new(&self.tokenizer, &genres, max_duration)?;
-            self.tables.insert(max_duration, tables);
+    fn tables(&mut self, max_duration: i64) -> Result<Arc<FsmTables>> {
+        if let Some(tables) = self.tables.get(&max_duration) {
+            return Ok(tables.clone());
         }
-        self.tables.get(&max_duration).ok_or_else(|| anyhow!("FSM tables"))
+        let path = genres_path(&self.dir)?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let genres = lm_fsm::load_genres(&text);
+        let tables = Arc::new(FsmTables::new(&self.tokenizer, &genres, max_duration)?);
+        self.tables.insert(max_duration, tables.clone());
+        Ok(tables)
     }
 
     /// `run_planner` for a simple_mode case, greedy (upstream's simple-mode loop, step for step).
     pub fn plan(&mut self, case: &Case) -> Result<PlannerResult> {
-        let max_duration = lm_planner::case_max_duration(case.duration);
-        let vocal_language =
-            (case.language != "unknown" && !case.language.is_empty()).then_some(case.language.as_str());
+        let max_duration = lm_planner::case_max_duration(case.music.duration);
+        let vocal_language = (case.music.language != "unknown" && !case.music.language.is_empty())
+            .then_some(case.music.language.as_str());
         let user = lm_fsm::simple_mode_user_metadata(vocal_language);
         let prompt = lm_planner::inspiration_prompt(&case.query, case.instrumental);
         let prompt_ids = self.tokenizer.encode_prompt(&prompt)?;
         let budget = lm_planner::max_new_tokens();
-        self.tables(max_duration)?;
-        let tables = self.tables.remove(&max_duration).ok_or_else(|| anyhow!("FSM tables"))?;
-        let result = self.run_loop(&tables, &user, prompt, prompt_ids, budget, case.instrumental);
-        self.tables.insert(max_duration, tables);
-        result
+        let tables = self.tables(max_duration)?;
+        self.run_loop(tables, &user, prompt, prompt_ids, budget, case.instrumental)
     }
 
     fn run_loop(
         &mut self,
-        tables: &FsmTables,
+        tables: Arc<FsmTables>,
         user: &BTreeMap<String, String>,
         prompt: String,
         prompt_ids: Vec<u32>,
         budget: usize,
         instrumental: bool,
     ) -> Result<PlannerResult> {
-        let mut fsm = LmFsm::new(tables, &self.tokenizer, user)?;
         let vocab = tables.vocab_size;
-        let (eos, pad) = (self.tokenizer.eos, self.tokenizer.pad.unwrap_or(self.tokenizer.eos));
+        let mut fsm = LmFsm::new(tables, &self.tokenizer, user)?;
+        let (eos, pad) = (self.tokenizer.eos_token_id(), self.tokenizer.pad_or_eos());
         let (mut tokens, mut raws, mut allowed, mut margins, mut digests) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let start = Instant::now();

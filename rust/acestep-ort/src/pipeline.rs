@@ -6,29 +6,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use acestep_core::case::Case;
+use acestep_core::case::{Case, MusicFields};
 use acestep_core::latents::{latent_frames, SilenceLatent};
-use acestep_core::{audio, noise, prompts, schedule, tiling};
+use acestep_core::{assets, audio, noise, prompts, schedule, tiling};
 use anyhow::{anyhow, bail, Context, Result};
 use ndarray::{ArrayD, IxDyn};
 use ort::value::{DynValue, Tensor as OrtTensor};
 
-use crate::assets;
 use crate::dylib::LoadedRuntime;
-use crate::sessions::{read_manifest, SessionConfig, Sessions, GRAPHS};
+use crate::sessions::{SessionConfig, Sessions, GRAPHS};
 use crate::tensor::{Arrays, Tensor};
 use crate::tokenizer::TextTokenizer;
 
 /// What one text2music generation needs (a case file maps onto this; `GenerationRequest` in Python).
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub caption: String,
-    pub lyrics: String,
-    pub language: String,
-    pub bpm: Option<i64>,
-    pub keyscale: String,
-    pub timesignature: String,
-    pub duration: Option<f64>,
+    pub music: MusicFields,
     pub seeds: Vec<u64>,
     pub shift: f64,
     pub timesteps: Option<Vec<f64>>,
@@ -38,13 +31,7 @@ pub struct Request {
 impl Request {
     pub fn from_case(case: &Case) -> Self {
         Self {
-            caption: case.caption.clone(),
-            lyrics: case.lyrics.clone(),
-            language: case.language.clone(),
-            bpm: case.bpm,
-            keyscale: case.keyscale.clone(),
-            timesignature: case.timesignature.clone(),
-            duration: case.duration,
+            music: case.music.clone(),
             seeds: case.seeds.clone(),
             shift: case.shift,
             timesteps: case.timesteps.clone(),
@@ -139,19 +126,20 @@ impl Engine {
                 dir.display()
             );
         }
-        let manifest = read_manifest(dir)?;
+        let manifest = assets::read_manifest(dir)?;
         let full = graphs.is_none();
         let (tokenizer, silence) = if full {
             let missing = assets::missing(dir);
-            if missing.iter().any(|m| m != "silence_latent.npy") {
+            if missing.iter().any(|m| m != assets::SILENCE_LATENT) {
                 bail!(
                     "{} lacks {missing:?}; export with `acestep-export --out {}` (it copies them)",
                     dir.display(),
                     dir.display()
                 );
             }
-            let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), Some(&dir.join("tokenizer_config.json")))?;
-            (Some(tokenizer), Some(assets::load_silence_latent(dir, manifest.as_ref())?))
+            let (tokenizer_json, tokenizer_config) = assets::tokenizer_paths(dir);
+            let tokenizer = TextTokenizer::load(&tokenizer_json, Some(&tokenizer_config))?;
+            (Some(tokenizer), Some(assets::load_folder_silence_latent(dir, manifest.as_ref())?))
         } else {
             (None, None)
         };
@@ -266,9 +254,10 @@ impl Engine {
         };
 
         // encoder_inputs: prompts, token ids (the same row for every item), right padding and masks
-        let metas = prompts::metas_string(request.bpm, &request.keyscale, &request.timesignature, request.duration);
-        let caption_text = prompts::caption_prompt(&request.caption, &metas, &request.instruction);
-        let lyric_text = prompts::lyric_prompt(&request.lyrics, &request.language);
+        let music = &request.music;
+        let metas = prompts::metas_string(music.bpm, &music.keyscale, &music.timesignature, music.duration);
+        let caption_text = prompts::caption_prompt(&music.caption, &metas, &request.instruction);
+        let lyric_text = prompts::lyric_prompt(&music.lyrics, &music.language);
         let text_row = self.tokenize(&caption_text, prompts::TEXT_MAX_TOKENS)?;
         let lyric_row = self.tokenize(&lyric_text, prompts::LYRIC_MAX_TOKENS)?;
         let (text_ids, text_mask) = pad_right(&vec![text_row; batch], pad_id)?;
@@ -302,7 +291,7 @@ impl Engine {
         caps.arrays.insert("encoder_attention_mask", Tensor::Bool(enc_mask));
         lap(&mut caps, "condition_encoder");
 
-        let frames = latent_frames(request.duration);
+        let frames = latent_frames(request.music.duration);
         let ctx_shape = [batch, frames, 2 * silence.channels];
         let ctx = ArrayD::from_shape_vec(IxDyn(&ctx_shape), silence.context_latents(frames, batch))?;
         caps.arrays.insert("context_latents", Tensor::F32(ctx.clone()));

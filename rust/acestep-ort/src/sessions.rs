@@ -24,8 +24,6 @@ pub enum SessionError {
     Ort { path: PathBuf, message: String },
     #[error("{graph}.onnx: {message}")]
     Run { graph: String, message: String },
-    #[error("{path}: {message}")]
-    Manifest { path: PathBuf, message: String },
     #[error(transparent)]
     Digest(#[from] acestep_core::digests::DigestError),
 }
@@ -76,19 +74,6 @@ impl SessionConfig {
             self.cpu_mem_arena
         )
     }
-}
-
-/// The manifest of an ONNX folder (`manifest.json`), if there is one.
-pub fn read_manifest(dir: &Path) -> Result<Option<Value>, SessionError> {
-    let path = dir.join("manifest.json");
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| SessionError::Manifest { path: path.clone(), message: e.to_string() })?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| SessionError::Manifest { path, message: format!("invalid JSON: {e}") })
 }
 
 /// numpy's name of an ONNX element type (the manifest's `dtype`).
