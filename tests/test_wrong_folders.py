@@ -135,16 +135,28 @@ def exported(parity_session) -> Path:
     return backend_or_skip(parity_session, "py_ort").onnx_dir
 
 
-def _onnx_run(folder: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "acestep_ort.cli", "generate", "--case", "text2music_01",
-                           "--cases-dir", str(paths.CASES_DIR), "--onnx-dir", str(folder), "--out",
-                           str(tmp_path / "o.wav")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+def _onnx_run(runtime: str, folder: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    case = str(paths.CASES_DIR / "text2music_01.json")
+    if runtime == "rust":
+        from acestep_parity.backends.rust import find_binary, rust_env
+
+        binary = find_binary()
+        if binary is None:
+            pytest.skip("the Rust runtime is not built (make rust)")
+        return subprocess.run([str(binary), "--case", case, "--onnx-dir", str(folder), "--out",
+                               str(tmp_path / "o.wav")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env=rust_env())
+    return subprocess.run([sys.executable, "-m", "acestep_ort.cli", "generate", "--case", case, "--onnx-dir",
+                           str(folder), "--out", str(tmp_path / "o.wav")], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
 
 
+@pytest.mark.parametrize("runtime", ["acestep-ort", "rust"])
 @pytest.mark.parametrize("kind", ["checkpoint", "artifacts_parent", "empty"])
-def test_acestep_ort_names_the_right_onnx_folder(kind, exported, synthetic, tmp_path, record_property):
-    """``acestep-ort generate --onnx-dir`` given a checkpoint, the parent of the export or an empty folder: one
-    line saying what the folder is and where the exported one probably is, exit 2."""
+def test_runtimes_name_the_right_onnx_folder(kind, runtime, exported, synthetic, tmp_path, record_property):
+    """``generate --onnx-dir`` (py_ort and Rust, one rule: ``onnx_folder_hint``) given a checkpoint, the parent
+    of the export or an empty folder: one line saying what the folder is and where the exported one probably is,
+    exit 2."""
     if kind == "checkpoint":
         folder, needle = synthetic, f"is a checkpoint folder, not an exported one: export it first with " \
                                     f"`acestep-export --checkpoint-dir {synthetic}"
@@ -156,8 +168,8 @@ def test_acestep_ort_names_the_right_onnx_folder(kind, exported, synthetic, tmp_
     else:
         folder = tmp_path / "nothing"
         folder.mkdir()
-        needle = "export with `acestep-export`"
-    proc = _onnx_run(folder, tmp_path)
+        needle = "export with `acestep-export"
+    proc = _onnx_run(runtime, folder, tmp_path)
     record_property("message", proc.stderr.strip()[:400])
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -43,6 +43,38 @@ impl AssetError {
     }
 }
 
+/// What a folder that is not an exported one probably is, as the end of an error message (port of
+/// `onnx_folder_hint` in `host/assets.py`): a checkpoint to export first, or the exported folder below it
+/// (`fp32/`, `<id>/fp32`, `artifacts/<id>/fp32`, `.cache/artifacts/<id>/fp32`, newest first); "" otherwise.
+pub fn onnx_folder_hint(dir: &Path) -> String {
+    if dir.join("acestep-v15-turbo").join("config.json").is_file() {
+        return format!(
+            "; {} is a checkpoint folder, not an exported one: export it first with `acestep-export \
+             --checkpoint-dir {} --out DIR`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let children = |d: &Path| -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> =
+            std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        out.sort();
+        out
+    };
+    let newest = |bases: Vec<PathBuf>| -> Option<PathBuf> {
+        bases
+            .into_iter()
+            .map(|b| b.join("fp32"))
+            .filter(|f| f.join("manifest.json").is_file())
+            .max_by_key(|f| std::fs::metadata(f.join("manifest.json")).and_then(|m| m.modified()).ok())
+    };
+    let found = newest(vec![dir.to_path_buf()])
+        .or_else(|| newest(children(dir)))
+        .or_else(|| newest(children(&dir.join("artifacts"))))
+        .or_else(|| newest(children(&dir.join(".cache").join("artifacts"))));
+    found.map(|f| format!("; the exported folder is probably {}", f.display())).unwrap_or_default()
+}
+
 /// The assets of [`REQUIRED`] that `dir` lacks.
 pub fn missing(dir: &Path) -> Vec<String> {
     REQUIRED.iter().filter(|n| !dir.join(n).is_file()).map(|n| n.to_string()).collect()

@@ -131,11 +131,13 @@ impl Engine {
         let (tokenizer, silence) = if full {
             let missing = assets::missing(dir);
             if missing.iter().any(|m| m != assets::SILENCE_LATENT) {
-                bail!(
-                    "{} lacks {missing:?}; export with `acestep-export --out {}` (it copies them)",
-                    dir.display(),
-                    dir.display()
-                );
+                let hint = assets::onnx_folder_hint(dir);
+                let hint = if hint.is_empty() {
+                    format!("; export with `acestep-export --out {}` (it copies them)", dir.display())
+                } else {
+                    hint
+                };
+                bail!("{} is not an exported ONNX folder: it lacks {}{hint}", dir.display(), missing.join(", "));
             }
             let (tokenizer_json, tokenizer_config) = assets::tokenizer_paths(dir);
             let tokenizer = TextTokenizer::load(&tokenizer_json, Some(&tokenizer_config))?;
