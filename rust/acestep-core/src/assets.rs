@@ -164,22 +164,26 @@ pub fn load_folder_silence_latent(dir: &Path, manifest: Option<&Value>) -> Resul
     load_silence_latent(&path, manifest)
 }
 
+/// An `.npy` (v1.0) file of `header` (numpy's header dict, padded here) and `data` as little-endian float32:
+/// the inverse of [`parse_npy_f32`], for test fixtures (this crate's tests and `acestep-ffi`'s testkit).
+pub fn npy_bytes(header: &str, data: &[f32]) -> Vec<u8> {
+    let mut h = header.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((h.len() as u16).to_le_bytes());
+    out.extend(h.as_bytes());
+    data.iter().for_each(|x| out.extend(x.to_le_bytes()));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn npy(header: &str, data: &[f32]) -> Vec<u8> {
-        let mut h = header.to_string();
-        while !(10 + h.len() + 1).is_multiple_of(64) {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend((h.len() as u16).to_le_bytes());
-        out.extend(h.as_bytes());
-        data.iter().for_each(|x| out.extend(x.to_le_bytes()));
-        out
-    }
+    use super::npy_bytes as npy;
 
     #[test]
     fn reads_float32_c_order() {

@@ -16,16 +16,8 @@ pub fn write_fixture(dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::write(dir.join("tokenizer_config.json"), r#"{"pad_token": "<|endoftext|>"}"#)?;
     let (channels, frames) = (64usize, 16usize);
     let data: Vec<f32> = (0..channels * frames).map(|i| (i as f32 * 0.37).sin()).collect();
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {channels}, {frames}), }}");
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-    npy.extend((header.len() as u16).to_le_bytes());
-    npy.extend(header.as_bytes());
-    data.iter().for_each(|x| npy.extend(x.to_le_bytes()));
-    std::fs::write(dir.join("silence_latent.npy"), npy)?;
+    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {channels}, {frames}), }}");
+    std::fs::write(dir.join("silence_latent.npy"), acestep_core::assets::npy_bytes(&header, &data))?;
     Ok(dir.to_path_buf())
 }
 
