@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,11 +177,12 @@ def empty_modules():
     return init_empty_weights(include_buffers=False)
 
 
-def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored: set[str] | None = None) -> None:
+def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored: set[str] | None = None,
+                load: bool = True) -> None:
     """Give ``module`` the ``tensors`` (torch tensors or :class:`LazyTensor`, cast to the module's float32) after
     checking keys and shapes both ways, one tensor at a time. The module may be built by :func:`empty_modules`
     (parameters on the meta device): each parameter is then replaced by the tensor read from the file, and none
-    may stay on the meta device."""
+    may stay on the meta device. ``load=False`` checks keys and shapes only (the file's header), reading no data."""
     import torch
     from accelerate.utils import set_module_tensor_to_device
 
@@ -201,6 +203,8 @@ def strict_load(module, tensors: dict, source: Path, config_path: Path, ignored:
             )
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
+    if not load:
+        return
     with torch.no_grad():
         for key, target in expected.items():
             value = tensors[key]
@@ -299,11 +303,23 @@ def build_text_encoder(cfg: dict):
     return Qwen3Model(config).eval()
 
 
-def load_reference_models(root: Path) -> ReferenceModels:
-    """Build every module from an upstream-layout folder, strictly."""
+MODULE_NAMES = ("transformer", "condition_encoder", "audio_tokenizer", "audio_detokenizer", "vae", "text_encoder",
+                "lm")
+
+
+def load_reference_models(root: Path, modules: Collection[str] | None = None) -> ReferenceModels:
+    """Build the modules from an upstream-layout folder, strictly.
+
+    ``modules`` (default: all of :data:`MODULE_NAMES`) names the ones whose weights are read; the others are
+    still checked key by key and shape by shape against the file headers, but stay ``None``, so one graph's
+    export holds only its own weights (a full-size VAE export does not load the 9 GB DiT)."""
     import torch
 
     root = Path(root)
+    wanted = set(MODULE_NAMES if modules is None else modules)
+    unknown = wanted - set(MODULE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown module(s) {sorted(unknown)}; choose from {list(MODULE_NAMES)}")
     check_layout(root)
     dit_cfg_path, vae_cfg_path, text_cfg_path = (root / DIT_DIR / "config.json", root / VAE_DIR / "config.json",
                                                  root / TEXT_DIR / "config.json")
@@ -341,18 +357,33 @@ def load_reference_models(root: Path) -> ReferenceModels:
 
         for name, module in (("transformer", transformer), ("condition_encoder", condition_encoder),
                              ("audio_tokenizer", audio_tokenizer), ("audio_detokenizer", audio_detokenizer)):
-            strict_load(module, grouped[name], dit_file, dit_cfg_path)
+            strict_load(module, grouped[name], dit_file, dit_cfg_path, load=name in wanted)
 
         vae_file = root / VAE_DIR / "diffusion_pytorch_model.safetensors"
-        strict_load(vae, _load_safetensors(vae_file), vae_file, vae_cfg_path)
+        strict_load(vae, _load_safetensors(vae_file), vae_file, vae_cfg_path, load="vae" in wanted)
 
         text_file = root / TEXT_DIR / "model.safetensors"
         text_tensors = _load_safetensors(text_file)
         if text_tensors and all(k.startswith("model.") or k in _TEXT_IGNORED_KEYS for k in text_tensors):
             text_tensors = {k.removeprefix("model."): v for k, v in text_tensors.items()}
-        strict_load(text_encoder, text_tensors, text_file, text_cfg_path, ignored=_TEXT_IGNORED_KEYS)
+        strict_load(text_encoder, text_tensors, text_file, text_cfg_path, ignored=_TEXT_IGNORED_KEYS,
+                    load="text_encoder" in wanted)
+    if "transformer" not in wanted:
+        transformer = None
+    if "condition_encoder" not in wanted:
+        condition_encoder = None
+    if "audio_tokenizer" not in wanted:
+        audio_tokenizer = None
+    if "audio_detokenizer" not in wanted:
+        audio_detokenizer = None
+    if "vae" not in wanted:
+        vae = None
+    if "text_encoder" not in wanted:
+        text_encoder = None
 
-    lm, lm_cfg = load_lm(root) if has_lm(root) else (None, None)
+    lm, lm_cfg = load_lm(root) if has_lm(root) and "lm" in wanted else (None, None)
+    if has_lm(root) and "lm" not in wanted:
+        lm_cfg = read_json(root / LM_DIR / "config.json")
     return ReferenceModels(
         root=root, dit_config=dit_cfg, vae_config=vae_cfg, text_config=text_cfg, transformer=transformer,
         condition_encoder=condition_encoder, audio_tokenizer=audio_tokenizer, audio_detokenizer=audio_detokenizer,

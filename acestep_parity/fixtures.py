@@ -57,13 +57,69 @@ class ParitySession:
         root = Path(self.config.getoption("--golden-dir"))
         return GoldenStore(root / cid, cid, hashes, directory if explicit else None)
 
+    @property
+    def isolate(self) -> bool:
+        """``--isolate`` (default: a checkpoint of 4 GiB and more): every backend runs in a child process."""
+        option = self.config.getoption("--isolate")
+        if option is None:
+            from acestep_parity.backends.isolated import ISOLATE_FROM_BYTES
+            from acestep_parity.exporters.export import checkpoint_bytes
+
+            option = checkpoint_bytes(self.checkpoint[0]) >= ISOLATE_FROM_BYTES
+        return bool(option)
+
     def backend(self, name: str, profile: str) -> Backend:
         key = (name, profile)
         if key not in self.backends:
             directory, _, cid = self.checkpoint
             ctx = BackendContext(directory, cid, profile, paths.cache_dir())
-            self.backends[key] = REGISTRY[name](ctx)
+            if self.isolate:
+                from acestep_parity.backends.isolated import IsolatedBackend
+
+                self.backends[key] = IsolatedBackend(REGISTRY[name], ctx, self.isolated_plan)
+            else:
+                self.backends[key] = REGISTRY[name](ctx)
         return self.backends[key]
+
+    def isolated_plan(self, backend: Backend) -> tuple[list[Case], list[dict], list[tuple]]:
+        """Everything an isolated backend will be asked for in this session: the selected cases, the teacher-
+        forced DiT inputs of its references (the golden, and the runs of its live references, made first) and the
+        golden planner streams of the simple-mode cases."""
+        from acestep_parity.backends.isolated import DIT_TEACHER_KEYS, digest
+        from acestep_parity.checkpoint import has_lm
+        from acestep_parity.parametrize import selected_pairs
+
+        lm = has_lm(self.checkpoint[0])
+        cases = [c for c in self.cases if isinstance(c, Case)
+                 and (c.task == "text2music" or (c.task == "simple_mode" and lm))]
+        pairs = [p for p in selected_pairs(self.config) if p.candidate == backend.name]
+        profile = backend.ctx.profile
+        store = self.golden
+        dit_refs, lm_inputs, seen = [], [], set()
+        for case in cases:
+            refs = []
+            golden = None
+            if store.exists():
+                try:
+                    golden = store.load(case.id, case.sha256, planner=planner_record(self, case))
+                except GoldenError:
+                    golden = None
+            if golden is not None and any(not p.live for p in pairs):
+                refs.append(golden)
+            for p in pairs:
+                if p.live:
+                    other = self.backend(p.reference, profile if p.reference != "torch" else "fp32")
+                    if other.availability().ok:
+                        refs.append(other.run_case(case).arrays)
+            for ref in refs:
+                if all(k in ref for k in DIT_TEACHER_KEYS):
+                    key = digest(*(ref[k] for k in DIT_TEACHER_KEYS))
+                    if key not in seen:
+                        seen.add(key)
+                        dit_refs.append(ref)
+            if case.task == "simple_mode" and golden is not None and "lm_tokens" in golden:
+                lm_inputs.append((golden["lm_prompt_ids"], golden["lm_tokens"]))
+        return cases, dit_refs, lm_inputs
 
 
 def plugin_active(config: pytest.Config) -> bool:

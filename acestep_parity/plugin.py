@@ -16,6 +16,8 @@ reference captures: a live backend run in this session or the frozen golden), ``
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from acestep_parity import paths
@@ -65,6 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="root of the golden store (default: golden/ in the repository)")
     group.addoption("--update-golden", action="store_true",
                     help="re-freeze the golden of the selected cases with the PyTorch reference before comparing")
+    group.addoption("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                    help="run each backend's work in a child process, one at a time (default: for checkpoints of "
+                         "4 GiB and more, so a full-size model is never loaded twice; docs/realsize.md)")
     group.addoption("--parity-report", default="reports", metavar="DIR",
                     help="folder for metrics.json / metrics.csv and plots ('' to disable; default: reports)")
 

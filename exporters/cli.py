@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default {EXPORTER.external_data_threshold_bytes}; 0 forces external data)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="export in this many processes (each loads the checkpoint; for small checkpoints)")
+    parser.add_argument("--per-graph", action=argparse.BooleanOptionalAction, default=None,
+                        help="export each graph in a child process of its own that reads only that graph's modules "
+                             "(default: for checkpoints of 1 GiB and more, i.e. the real model)")
+    parser.add_argument("--validate", action="store_true",
+                        help="run each written graph on a two-shape grid against its PyTorch module and record "
+                             "max_abs / rmse in the manifest (about a minute per full-size graph)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # a worker of export_all: no summary
     parser.add_argument("--profile", choices=("fp16", "int8_dynamic", "int8_static"), default=None,
                         help="derive this profile from the fp32 folder --from (default: export the fp32 graphs); "
                              "see docs/onnx_quantization.md")
@@ -71,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checkpoint = paths.resolve_checkpoint_dir(args.checkpoint_dir)
         manifest = export_all(checkpoint, Path(args.out), graphs, settings=settings, jobs=args.jobs,
-                              log=lambda line: print(line, file=sys.stderr))
+                              log=lambda line: print(line, file=sys.stderr, flush=True), per_graph=args.per_graph,
+                              validate=args.validate)
     except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError, ExportError, unreadable files
         print(f"acestep-export: error: {exc}", file=sys.stderr)
         return 2
+    if args.child:
+        return 0
     print(f"{manifest['checkpoint_id']}: {len(graphs)} graph(s) in {time.perf_counter() - start:.1f} s "
           f"-> {Path(args.out) / 'manifest.json'}", file=sys.stderr)
     for name in graphs:

@@ -136,8 +136,12 @@ def trace_graph(spec: GraphSpec, models, settings: ExporterSettings = EXPORTER,
     ``static_axes`` deliberately leaves axes out of ``dynamic_shapes`` (they get specialised to the dummy
     size); only the mis-declared-axis demonstration uses it.
     """
+    import logging
+
     import torch
 
+    # "torchvision is not installed. Skipping torchvision::nms" (x4 per export): the project needs no torchvision
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     dims = config_dims(models.dit_config, models.text_config, getattr(models, "lm_config", None))
     wrapper = graph_module(spec).build(models).eval()
     inputs = make_inputs(spec, spec.export_sizes, dims, seed=settings.dummy_seed,
@@ -315,14 +319,20 @@ def write_manifest(out_dir: Path, manifest: dict) -> Path:
 
 def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None = None, *,
                settings: ExporterSettings = EXPORTER, models=None, checkpoint_hashes: dict[str, str] | None = None,
-               jobs: int = 1, log: Callable[[str], None] | None = None) -> dict:
+               jobs: int = 1, log: Callable[[str], None] | None = None, per_graph: bool | None = None,
+               validate: bool = False) -> dict:
     """Export ``graphs`` (default: all) of the checkpoint into ``out_dir``; write and return the manifest.
 
     ``jobs > 1`` traces the graphs in that many spawned processes (each loads the checkpoint itself, so only
     for small checkpoints: tracing is single-threaded Python work, and the tiny graphs export about twice as
-    fast on two cores). The bytes do not depend on ``jobs``. Records of graphs not re-exported are kept from an
-    existing manifest in ``out_dir`` when it was written for the same checkpoint, settings, sources and library
-    versions (so ``--graphs`` can refresh a subset).
+    fast on two cores). ``per_graph`` (default: for checkpoints of 1 GiB and more) exports each graph in a
+    child process of its own, one after another, that reads only the modules its graph needs: the peak memory
+    of a full-size export is then one graph's weights and its trace, and each record states its process's
+    ``peak_rss_bytes``. ``validate`` runs each written graph on :data:`validate.SMOKE_GRID` against its module
+    (the module's outputs are computed first and the module freed before ONNX Runtime loads the graph) and
+    records the figures. The bytes do not depend on ``jobs`` or ``per_graph``. Records of graphs not
+    re-exported are kept from an existing manifest in ``out_dir`` when it was written for the same checkpoint,
+    settings, sources and library versions (so ``--graphs`` can refresh a subset).
     """
     from acestep_ort.host.assets import asset_records, copy_runtime_assets
     from acestep_parity.checkpoint import (
@@ -352,16 +362,25 @@ def export_all(checkpoint_dir: Path, out_dir: Path, graphs: Iterable[str] | None
     previous = read_manifest(out_dir)
     records = dict(previous["graphs"]) if previous and previous.get("key") == key else {}
     total = time.perf_counter()
-    groups = balance(names, jobs) if models is None and _cli_expressible(settings) else [names]
-    if len(groups) > 1:
+    children = models is None and _cli_expressible(settings)
+    if per_graph is None:
+        per_graph = children and jobs == 1 and len(names) > 1 and checkpoint_bytes(checkpoint_dir) >= SMALL_CHECKPOINT_BYTES
+    if per_graph and children:
+        for i, name in enumerate(names):  # one after another: two full-size graphs at once would not fit 24 GB
+            if log:
+                log(f"[{i + 1}/{len(names)}] {name}: a child process reads its modules, traces, writes"
+                    f"{', checks' if validate else ''}")
+            records[name] = _export_in_subprocesses(checkpoint_dir, out_dir, [[name]], settings, validate=validate,
+                                                    stream=log is not None)[name]
+    elif children and len(groups := balance(names, jobs)) > 1:
         if log:
             log(f"exporting {' | '.join(','.join(g) for g in groups)} in {len(groups)} processes ...")
-        for record in _export_in_subprocesses(checkpoint_dir, out_dir, groups, settings).values():
+        for record in _export_in_subprocesses(checkpoint_dir, out_dir, groups, settings, validate=validate).values():
             records[record["name"]] = record
             if log:
                 log(_describe(record))
     else:
-        records.update(_export_group(checkpoint_dir, out_dir, names, settings, models, log))
+        records.update(_export_group(checkpoint_dir, out_dir, names, settings, models, log, validate=validate))
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "checkpoint_id": checkpoint_id(checkpoint_dir, base_hashes),
@@ -406,11 +425,13 @@ def _cli_expressible(settings: ExporterSettings) -> bool:
 
 
 def _export_in_subprocesses(checkpoint_dir: Path, out_dir: Path, groups: list[list[str]],
-                            settings: ExporterSettings) -> dict[str, dict]:
+                            settings: ExporterSettings, validate: bool = False,
+                            stream: bool = False) -> dict[str, dict]:
     """Run one ``python -m acestep_parity.exporters.cli`` per group concurrently, then move the files into ``out_dir``.
 
     Child *processes* rather than ``multiprocessing``: a spawned worker re-imports the caller's ``__main__``,
     which deadlocks (or recurses) when a script without a main guard calls :func:`ensure_artifacts`.
+    ``stream`` passes the children's progress lines (stderr) through instead of collecting them.
     """
     import subprocess
     import sys
@@ -420,16 +441,18 @@ def _export_in_subprocesses(checkpoint_dir: Path, out_dir: Path, groups: list[li
         procs = []
         for i, group in enumerate(groups):
             cmd = [sys.executable, "-m", "acestep_parity.exporters.cli", "--checkpoint-dir", str(checkpoint_dir), "--out",
-                   str(work / str(i)), "--graphs", ",".join(group),
+                   str(work / str(i)), "--graphs", ",".join(group), "--no-per-graph", "--child",
                    "--external-data-threshold", str(settings.external_data_threshold_bytes)]
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            cmd += ["--validate"] if validate else []
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None if stream else subprocess.PIPE,
+                                          text=True))
         errors = []
         for proc, group in zip(procs, groups, strict=True):
             _, err = proc.communicate()
             if proc.returncode != 0:
-                errors.append(f"{','.join(group)}: exit {proc.returncode}\n{err[-3000:]}")
+                errors.append(f"{','.join(group)}: exit {proc.returncode}" + (f"\n{err[-3000:]}" if err else ""))
         if errors:
-            raise ExportError("parallel export failed:\n" + "\n".join(errors))
+            raise ExportError("export in a child process failed:\n" + "\n".join(errors))
         records = {}
         for i, group in enumerate(groups):
             manifest = read_manifest(work / str(i))
@@ -444,30 +467,82 @@ def _export_in_subprocesses(checkpoint_dir: Path, out_dir: Path, groups: list[li
 
 
 def _describe(record: dict) -> str:
-    return (f"  {record['file']}: {sum(f['bytes'] for f in record['files']) / 1e6:.1f} MB, "
+    line = (f"  {record['file']}: {sum(f['bytes'] for f in record['files']) / 1e6:.1f} MB, "
             f"{record['export_seconds']:.1f} s trace + {record['save_seconds']:.1f} s save, "
             f"sha256 {record['sha256'][:16]}")
+    if "peak_rss_bytes" in record:
+        line += (f", peak RSS {record['peak_rss_bytes'] / 1e9:.2f} GB "
+                 f"({record['peak_rss_bytes'] / max(record['initializer_bytes'], 1):.2f}x its weights)")
+    for row in record.get("validation", ()):
+        flag = "" if row.get("within_gate", True) else f"  OVER the onnx~torch gate {row['gate_max_abs']:.1e}"
+        line += f"\n    check {row['output']} at {row['sizes']}: max_abs {row['max_abs']:.2e} rmse {row['rmse']:.2e}{flag}"
+    return line
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set so far (Linux reports kilobytes, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _export_group(checkpoint_dir: Path, out_dir: Path, names: list[str], settings: ExporterSettings,
-                  models=None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
-    """Export ``names`` in this process (also the body of a spawned worker); their manifest records."""
+                  models=None, log: Callable[[str], None] | None = None, validate: bool = False) -> dict[str, dict]:
+    """Export ``names`` in this process (also the body of a spawned worker); their manifest records.
+
+    Reads only the modules the graphs need. With ``validate`` the module's smoke-grid outputs are computed before
+    the trace, and the graph is run by ONNX Runtime after the module and the trace are freed."""
     from acestep_parity.checkpoint import load_reference_models
 
     owned = models is None
     if owned:
-        models = load_reference_models(checkpoint_dir)
-        _release(models, names, done=())
+        models = load_reference_models(checkpoint_dir, modules={m for n in names for m in GRAPH_SPECS[n].modules})
     records = {}
     for i, name in enumerate(names):
+        spec = GRAPH_SPECS[name]
         if log:
             log(f"exporting {name} ...")
-        records[name] = export_graph(GRAPH_SPECS[name], models, out_dir, settings)
+        points = None
+        if validate:
+            from acestep_parity.exporters.validate import smoke_references
+
+            dims = config_dims(models.dit_config, models.text_config, getattr(models, "lm_config", None))
+            points = smoke_references(spec, models, dims)
+        records[name] = export_graph(spec, models, out_dir, settings)
         if owned:
             _release(models, names, done=names[: i + 1])
+        if points is not None:
+            records[name]["validation"] = _validate_written(out_dir, spec, points, dims)
+        records[name]["peak_rss_bytes"] = peak_rss_bytes()
         if log:
             log(_describe(records[name]))
     return records
+
+
+def _validate_written(out_dir: Path, spec: GraphSpec, points, dims: dict[str, int]) -> list[dict]:
+    """The smoke grid on the written graph, gated by ``onnx~torch`` max_abs where the tolerance file has one;
+    a contract problem or a non-finite output fails the export."""
+    import gc
+
+    from acestep_parity.exporters.validate import smoke_check
+
+    gc.collect()
+    gates = {}
+    try:
+        from acestep_parity.tolerances import Tolerances
+
+        tolerances = Tolerances.load(paths.TOLERANCE_FILE)
+        for name in spec.output_names:
+            if tolerances.has("onnx~torch", "fp32", name):
+                gates[name] = {m: g.value for m, g in tolerances.gates("onnx~torch", "fp32", name).items()}
+    except (OSError, ValueError):
+        gates = {}
+    rows, problems = smoke_check(out_dir / spec.filename, spec, points, dims, gates)
+    if problems:
+        raise ExportError(f"{spec.name}: the written graph fails its smoke grid: " + "; ".join(problems))
+    return rows
 
 
 _MODULE_FIELDS = ("text_encoder", "condition_encoder", "audio_tokenizer", "audio_detokenizer", "transformer", "vae",
@@ -514,15 +589,19 @@ def manifest_matches(out_dir: Path, checkpoint_hashes: dict[str, str], graphs: I
 SMALL_CHECKPOINT_BYTES = 1 << 30
 
 
+def checkpoint_bytes(checkpoint_dir: Path) -> int:
+    """Bytes of the checkpoint's required files (what an export or a reference run reads)."""
+    from acestep_parity.checkpoint import REQUIRED_FILES
+
+    return sum((Path(checkpoint_dir) / rel).stat().st_size for rel in REQUIRED_FILES)
+
+
 def default_jobs(checkpoint_dir: Path) -> int:
     """2 export processes for a small checkpoint on a multi-core machine, else 1 (each process loads the
     whole checkpoint, so a full-size one must not be loaded twice)."""
     import os
 
-    from acestep_parity.checkpoint import REQUIRED_FILES
-
-    size = sum((Path(checkpoint_dir) / rel).stat().st_size for rel in REQUIRED_FILES)
-    return 2 if size < SMALL_CHECKPOINT_BYTES and (os.cpu_count() or 1) >= 2 else 1
+    return 2 if checkpoint_bytes(checkpoint_dir) < SMALL_CHECKPOINT_BYTES and (os.cpu_count() or 1) >= 2 else 1
 
 
 def artifacts_dir(checkpoint_id: str, profile: str = "fp32") -> Path:

@@ -9,6 +9,7 @@ the first grid shape that differs from the export shape.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,78 @@ def grid_check(session, spec: GraphSpec, grid: Iterable[tuple[Mapping[str, int],
             continue
         problems.extend(check_outputs(spec, sizes, dims, outputs))
     return problems
+
+
+# ------------------------------------------------------------------------------------ the export's own check
+
+# Two shapes per graph, batch 1 and 2, none of them an export (dummy) shape: what ``acestep-export --validate``
+# runs right after writing each graph. The full grid is tests/test_export.py's; this one is sized for the real
+# model on a 2-core machine (seconds per graph). ``lengths`` right-pads a batch item.
+SMOKE_GRID: dict[str, list[dict]] = {
+    "text_encoder": [{"B": 1, "T_text": 7}, {"B": 2, "T_text": 77}],
+    "lyric_embedding": [{"B": 1, "T_lyric": 64}, {"B": 2, "T_lyric": 300}],
+    "condition_encoder": [{"B": 1, "T_text": 7, "T_lyric": 64},
+                          {"B": 2, "T_text": 23, "T_lyric": 300,
+                           "lengths": {"text_attention_mask": (23, 15), "lyric_attention_mask": (300, 120)}}],
+    "dit_decoder": [{"B": 1, "T": 155, "T_enc": 40}, {"B": 2, "T": 64, "T_enc": 20}],
+    "vae_decoder": [{"B": 1, "T": 33}, {"B": 2, "T": 20}],
+    "lm_prefill": [{"B": 1, "T_lm": 64}, {"B": 2, "T_lm": 9}],
+    "lm_decode": [{"B": 1, "T_lm": 1, "P_lm": 60}, {"B": 2, "T_lm": 4, "P_lm": 17}],
+}
+
+
+@dataclass
+class SmokePoint:
+    """One smoke-grid shape: its inputs and the PyTorch module's outputs (computed before the module is freed)."""
+
+    sizes: dict[str, int]
+    inputs: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray]
+
+
+def smoke_references(spec: GraphSpec, models, dims: Mapping[str, int]) -> list[SmokePoint]:
+    """The torch outputs of ``spec``'s smoke grid, so the module can be freed before ONNX Runtime loads the graph
+    (the check then holds one copy of the weights, never two)."""
+    from acestep_parity.exporters.export import graph_module
+    from acestep_parity.exporters.inputs import make_inputs
+
+    points = []
+    for i, entry in enumerate(SMOKE_GRID[spec.name]):
+        sizes = {k: v for k, v in entry.items() if k != "lengths"}
+        inputs = make_inputs(spec, sizes, dims, seed=100 + i, silence_latent=models.silence_latent,
+                             lengths=entry.get("lengths"))
+        expected = {k: np.asarray(v) for k, v in graph_module(spec).reference(models, inputs).items()}
+        points.append(SmokePoint(sizes, inputs, expected))
+    return points
+
+
+def smoke_check(path: Path, spec: GraphSpec, points: Iterable[SmokePoint], dims: Mapping[str, int],
+                gates: Mapping[str, Mapping[str, float]] | None = None) -> tuple[list[dict], list[str]]:
+    """Run the written graph on the smoke grid: per shape and output, max_abs / rmse against torch (and the
+    ``onnx~torch`` max_abs gate where given); contract problems and non-finite outputs are errors."""
+    session = open_session(Path(path))
+    rows, problems = [], []
+    for point in points:
+        try:
+            outputs = run_graph(session, spec, point.inputs)
+        except Exception as exc:  # ORT's own exception types
+            problems.append(f"{spec.name} at {point.sizes}: ORT refused the inputs: {exc}")
+            continue
+        found = check_outputs(spec, point.sizes, dims, outputs)
+        problems.extend(found)
+        if found:
+            continue
+        for name in spec.output_names:
+            got, want = outputs[name], point.expected[name]
+            if got.dtype.kind == "f" and not np.isfinite(got).all():
+                problems.append(f"{spec.name}.{name} at {point.sizes}: non-finite output")
+                continue
+            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            row = {"sizes": point.sizes, "output": name, "max_abs": float(diff.max(initial=0.0)),
+                   "rmse": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0}
+            gate = (gates or {}).get(name, {}).get("max_abs")
+            if gate is not None:
+                row["gate_max_abs"] = gate
+                row["within_gate"] = row["max_abs"] <= gate
+            rows.append(row)
+    return rows, problems
