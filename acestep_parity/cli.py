@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic checkpoint in the upstream layout")
-    p.add_argument("--preset", default="tiny", help="tiny (CI), wide (real widths, two layers per stack: benchmarks) or full (real dimensions, random weights)")
+    p.add_argument("--preset", default="tiny", help="tiny (CI), wide (real widths, two layers per stack: benchmarks), full (real dimensions, random weights) or full-dit2 / full-dit8 (full with a 2- or 8-layer DiT: the depth study)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_synth)
 

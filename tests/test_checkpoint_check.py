@@ -34,11 +34,26 @@ def truncate(path: Path, drop: int) -> None:
         handle.truncate(path.stat().st_size - drop)
 
 
-@pytest.fixture
-def damaged(checkpoint_dir: Path, tmp_path: Path) -> Path:
-    """A copy of the checkpoint with one file truncated, one tensor renamed and one config field changed."""
-    copy = tmp_path / "ckpt"
-    shutil.copytree(checkpoint_dir, copy)
+def linked_copy(source: Path, copy: Path, real: tuple[str, ...]) -> Path:
+    """``source`` as a folder of symbolic links, except the files named in ``real`` (copied, to be damaged): a
+    full-size checkpoint is 13.7 GB, the damaged files are 2.4 GB of it."""
+    for path in sorted(source.rglob("*")):
+        target = copy / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.relative_to(source).as_posix() in real:
+            shutil.copyfile(path, target)
+        else:
+            target.symlink_to(path)
+    return copy
+
+
+DAMAGED_FILES = ("Qwen3-Embedding-0.6B/model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "acestep-v15-turbo/config.json")
+
+
+def damage(copy: Path) -> Path:
+    """One file truncated, one tensor renamed and one config field changed (the files of DAMAGED_FILES)."""
     truncate(copy / "Qwen3-Embedding-0.6B" / "model.safetensors", 1000)
     vae = copy / "vae" / "diffusion_pytorch_model.safetensors"
     header_key = next(k for k in json.loads(vae.read_bytes()[8:8 + int.from_bytes(vae.read_bytes()[:8], "little")])
@@ -51,13 +66,19 @@ def damaged(checkpoint_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.fixture
+def damaged(checkpoint_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the checkpoint with one file truncated, one tensor renamed and one config field changed."""
+    copy = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_dir, copy)
+    return damage(copy)
+
+
 def test_intact_checkpoint_has_no_problem(checkpoint_dir):
     assert [str(p) for p in check_checkpoint(checkpoint_dir)] == []
 
 
-def test_each_damage_is_named(damaged, record_property):
-    lines = [str(p) for p in check_checkpoint(damaged)]
-    record_property("problems", len(lines))
+def assert_each_damage_named(lines: list[str]) -> None:
     text = "\n".join(lines)
     assert any("Qwen3-Embedding-0.6B/model.safetensors: truncated" in line for line in lines), text
     assert any("diffusion_pytorch_model.safetensors: tensor 'decoder.conv1" in line and "missing" in line
@@ -66,6 +87,35 @@ def test_each_damage_is_named(damaged, record_property):
     shape_lines = [line for line in lines if "acestep-v15-turbo/model.safetensors" in line and "expected shape" in line]
     assert shape_lines and all("config.json" in line and "found" in line for line in shape_lines), text
     assert all(": " in line and "\n" not in line for line in lines)
+
+
+def test_each_damage_is_named(damaged, record_property):
+    lines = [str(p) for p in check_checkpoint(damaged)]
+    record_property("problems", len(lines))
+    assert_each_damage_named(lines)
+
+
+@pytest.mark.slow
+def test_full_preset_damage_found_in_seconds(tmp_path, record_property):
+    """The full-size preset (13.7 GB, ``acestep-parity synth --preset full``, generated on first use), damaged
+    the same three ways: the CLI names each problem from headers alone, exit 2, in seconds (``pytest -m slow``)."""
+    import time
+
+    from acestep_parity.paths import ensure_synthetic_checkpoint
+
+    full = ensure_synthetic_checkpoint("full")
+    start = time.perf_counter()
+    assert [str(p) for p in check_checkpoint(full)] == []
+    record_property("intact_seconds", round(time.perf_counter() - start, 2))
+    copy = damage(linked_copy(full, tmp_path / "ckpt", DAMAGED_FILES))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "acestep_parity.cli", "check-checkpoint", str(copy)],
+                          capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - start
+    record_property("damaged_cli_seconds", round(seconds, 2))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert_each_damage_named(proc.stdout.splitlines())
+    assert seconds < 120, f"the header check took {seconds:.0f} s"  # a full load takes minutes; this must not
 
 
 def test_missing_files_and_bad_configs(checkpoint_dir, tmp_path):

@@ -8,7 +8,7 @@ every feature the real model exercises: GQA (heads 4 / kv 2), alternating slidin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,13 @@ WIDE = Preset(
                 num_key_value_heads=8, head_dim=128, bpe_vocab_size=1024, audio_codes=64, seed=1),
 )
 
-PRESETS = {p.name: p for p in (TINY, WIDE, FULL)}
+# The depth study (docs/realsize.md): FULL with its DiT cut to 2 or 8 layers, every other stack at full size, and
+# the tiny LM (the study is text2music). Tensors are drawn per key, so these share the text encoder, the
+# condition encoder, the VAE and their first DiT layers with FULL byte for byte: only the DiT's depth differs.
+FULL_DIT2 = replace(FULL, name="full-dit2", dit=replace(FULL.dit, num_hidden_layers=2), lm=TINY_LM)
+FULL_DIT8 = replace(FULL, name="full-dit8", dit=replace(FULL.dit, num_hidden_layers=8), lm=TINY_LM)
+
+PRESETS = {p.name: p for p in (TINY, WIDE, FULL, FULL_DIT2, FULL_DIT8)}
 
 
 def get_preset(name: str) -> Preset:
