@@ -21,7 +21,7 @@ HAVE_CARGO := $(shell command -v $(CARGO) 2>/dev/null)
 # rustfmt is a rustup component; where it is missing the format check is skipped, not the build.
 FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; else echo "rustfmt missing: format check skipped"; fi
 
-.PHONY: setup run test lint coverage clean rust rust-test rust-lint header dist host-deps target-link
+.PHONY: setup run test lint coverage clean rust rust-test rust-lint header dist host-deps target-link realsize
 
 setup: $(DEPS_STAMP)
 
@@ -59,6 +59,20 @@ coverage: setup
 	$(PY) -m coverage run --branch --data-file=$(REPORTS)/coverage/fsm.data --include="*/host/lm_fsm.py" \
 		-m acestep_parity.lm_vectors
 	$(PY) -m coverage report -m --data-file=$(REPORTS)/coverage/fsm.data | tee $(REPORTS)/coverage/fsm_vectors.txt
+
+# Parity at real size, opt-in (docs/realsize.md; never part of `make test`): a real checkpoint or the full synthetic
+# preset (`acestep-parity synth --preset full --out DIR`). Header check, per-graph export (each graph in a child
+# process, checked on a small grid), golden frozen by torch in its own process, then the parity and LM tests with
+# every backend in a child process of its own, one at a time (pytest --isolate). Reports in $(REPORTS)/realsize/.
+REALSIZE_CASES ?= text2music_02 text2music_07 simple_mode_01
+realsize: setup rust
+	@test -n "$(CHECKPOINT)" || { echo "usage: make realsize CHECKPOINT=/path/to/checkpoints"; exit 2; }
+	@mkdir -p $(REPORTS)/realsize
+	$(PY) -m acestep_parity.cli check-checkpoint $(CHECKPOINT)
+	$(PY) -m acestep_parity.cli freeze --checkpoint-dir $(CHECKPOINT) $(addprefix --case ,$(REALSIZE_CASES))
+	$(PY) -m pytest tests/test_parity.py tests/test_lm.py -p no:xdist --isolate --checkpoint-dir $(CHECKPOINT) \
+		$(addprefix --case ,$(REALSIZE_CASES)) --junitxml=$(REPORTS)/realsize/junit.xml \
+		--html=$(REPORTS)/realsize/report.html --self-contained-html --parity-report $(REPORTS)/realsize
 
 lint: setup rust-lint
 	$(PY) -m ruff check .

@@ -34,7 +34,7 @@ from scaling_report import (
     summary_lines,
 )
 
-ENC_LEN = 300  # condition-encoder output length: text + lyrics + timbre tokens of a typical request
+from acestep_parity.roofline import ENC_LEN, dit_step_flops, sgemm_rates
 
 
 @pytest.fixture(scope="module")
@@ -116,60 +116,6 @@ def engines(wide, profile_dir):
     for engine in cache.values():
         if isinstance(engine, _RustDit):
             engine.server.close()
-
-
-def dit_step_flops(cfg: dict, frames: int, enc_len: int = ENC_LEN, batch: int = 1) -> float:
-    """Multiply-add FLOPs (2 per MAC) of one DiT evaluation: per layer self-attention (projections, scores and
-    weighted sum; sliding layers see at most 2*window+1 keys), cross-attention over ``enc_len`` tokens and the
-    gated MLP, on ``frames / patch`` tokens; the patch in/out projections. Norms, RoPE and softmax are ignored
-    (they are not SGEMM work)."""
-    hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
-    heads, kv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
-    patch = cfg.get("patch_size", 2)
-    tokens = -(-frames // patch)
-    layers = cfg["num_hidden_layers"]
-    types = cfg.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]
-    window = cfg.get("sliding_window", 128)
-    macs = 0
-    for kind in types[:layers]:
-        keys = tokens if kind == "full_attention" else min(tokens, 2 * window + 1)
-        macs += tokens * hidden * (heads + 2 * kv) * hd + tokens * heads * hd * hidden  # self q,k,v,o
-        macs += 2 * tokens * keys * heads * hd  # scores + weighted sum
-        macs += tokens * hidden * heads * hd * 2 + enc_len * hidden * kv * hd * 2  # cross q,o and k,v
-        macs += 2 * tokens * enc_len * heads * hd
-        macs += 3 * tokens * hidden * inter  # gate, up, down
-    in_ch = cfg.get("in_channels", 192)
-    macs += tokens * patch * in_ch * hidden + tokens * hidden * patch * 64
-    return 2.0 * macs * batch
-
-
-def sgemm_rates(n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of an n x n x n float32 matmul: numpy (its BLAS) and ONNX Runtime's MatMul (MLAS), best of
-    ``repeats``, measured now (the roofline's denominator)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    flops = 2.0 * n ** 3
-    rates = {}
-    for name, call in (("numpy", lambda: a @ b), ("ort", lambda: session.run(None, {"a": a, "b": b}))):
-        call()
-        best = min(_timed(call) for _ in range(repeats))
-        rates[name] = flops / best / 1e9
-    return rates
-
-
-def _timed(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def _dit_inputs(cfg: dict, frames: int) -> tuple:

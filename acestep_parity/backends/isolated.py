@@ -99,6 +99,8 @@ class IsolatedBackend(Backend):
         self._dit: dict[str, np.ndarray] = {}
         self._lm: dict[str, np.ndarray] = {}
         self.child_seconds: list[float] = []
+        self.peak_rss_bytes: int | None = None  # the last child's, and the largest of its own children's
+        self.peak_rss_children_bytes: int | None = None
 
     def availability(self) -> Availability:
         return self.inner.availability()
@@ -142,6 +144,7 @@ class IsolatedBackend(Backend):
             for name in result["lm"]:
                 self._lm.update({k: v for k, v in load_arrays(job.folder / name).items()})
             self.peak_rss_bytes = result.get("peak_rss_bytes")
+            self.peak_rss_children_bytes = result.get("peak_rss_children_bytes")
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -179,6 +182,14 @@ class IsolatedBackend(Backend):
 # ------------------------------------------------------------------------------------------------ the child
 
 
+def children_peak_rss_bytes() -> int:
+    """The largest peak RSS among this process's finished children (the Rust ``generate`` binary)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
 def run_job(folder: Path) -> None:
     """The child's side: build the backend, do the job, write the results."""
     from acestep_parity.backends import REGISTRY
@@ -210,7 +221,10 @@ def run_job(folder: Path) -> None:
         logits = backend.lm_teacher_logits(data["prompt_ids"], data["tokens"])
         save_arrays(folder / f"lm_out_{i}.npz", {digest(data["prompt_ids"], data["tokens"]): np.asarray(logits)})
         result["lm"].append(f"lm_out_{i}.npz")
+    if hasattr(backend, "close"):  # a helper process (the Rust DiT server) ends, so its peak is counted below
+        backend.close()
     result["peak_rss_bytes"] = peak_rss_bytes()
+    result["peak_rss_children_bytes"] = children_peak_rss_bytes()
     (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
 
 

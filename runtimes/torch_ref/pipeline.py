@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from acestep_ort.host.pipeline import Captures, GenerationRequest, run_text2music
-from acestep_parity.checkpoint import TEXT_DIR, ReferenceModels, load_reference_models
+from acestep_parity.checkpoint import MODULE_NAMES, TEXT_DIR, ReferenceModels, load_reference_models
 
 
 class TorchEngine:
@@ -93,10 +93,14 @@ class TorchEngine:
 
     @property
     def lm(self):
-        """The 5 Hz LM planner (``acestep-5Hz-lm-0.6B``), loaded with the other modules when present."""
+        """The 5 Hz LM planner (``acestep-5Hz-lm-0.6B``), loaded on first use: a text2music run does not hold its
+        weights (2.2 GB at full size)."""
         if not hasattr(self, "_lm"):
+            from acestep_parity.checkpoint import load_lm
             from acestep_parity.torch_ref.lm import TorchLm
 
+            if self.models.lm is None:
+                self.models.lm, self.models.lm_config = load_lm(self.models.root)
             self._lm = TorchLm(self.models.root, self.models.lm, self.models.lm_config)
         return self._lm
 
@@ -115,4 +119,5 @@ class TorchEngine:
 
 
 def load_engine(checkpoint_dir: Path) -> TorchEngine:
-    return TorchEngine(load_reference_models(Path(checkpoint_dir)))
+    """Every text2music module; the planner's LM is loaded when simple mode first needs it."""
+    return TorchEngine(load_reference_models(Path(checkpoint_dir), modules=[m for m in MODULE_NAMES if m != "lm"]))
