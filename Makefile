@@ -70,7 +70,7 @@ realsize: setup rust
 	@mkdir -p $(REPORTS)/realsize
 	$(PY) -m acestep_parity.cli check-checkpoint $(CHECKPOINT)
 	$(PY) -m acestep_parity.cli freeze --checkpoint-dir $(CHECKPOINT) $(addprefix --case ,$(REALSIZE_CASES))
-	$(PY) -m pytest tests/test_parity.py tests/test_lm.py -p no:xdist --isolate --checkpoint-dir $(CHECKPOINT) \
+	$(PY) -m pytest tests/test_parity.py tests/test_lm.py --isolate --checkpoint-dir $(CHECKPOINT) \
 		$(addprefix --case ,$(REALSIZE_CASES)) --junitxml=$(REPORTS)/realsize/junit.xml \
 		--html=$(REPORTS)/realsize/report.html --self-contained-html --parity-report $(REPORTS)/realsize
 

@@ -37,7 +37,7 @@ from acestep_parity import paths
 
 ROOT = paths.REPO_ROOT
 MARKER = "<!-- commands -->"
-DOCS = ("docs/parity_ops.md", "docs/onnx_quantization.md", "docs/python_ort_runtime.md")  # the docs with marked command blocks
+DOCS = ("docs/parity_ops.md", "docs/onnx_quantization.md", "docs/python_ort_runtime.md", "docs/realsize.md")  # the docs with marked command blocks
 CKPT = ".cache/checkpoints/synth-tiny"
 # placeholder -> what the check puts there (the folders make run creates, or the repository's cases/)
 ALT = {"/path/to/checkpoints": CKPT, "~/ACE-Step-1.5/checkpoints": CKPT, "/path/to/my_cases/": "cases/"}
@@ -128,6 +128,13 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "cases/text2music_01.json --out out.wav": ("run", None),
     "pytest --benchmark-only -m long -k scaling": ("co", None),
     "pytest --benchmark-only -m long -k long_song": ("co", None),
+    # docs/realsize.md: the full model (hours of work on 2 cores: their options are checked)
+    "make realsize CHECKPOINT=/path/to/checkpoints": ("dry", f"make -n realsize CHECKPOINT={CKPT}"),
+    "acestep-parity check-checkpoint /path/to/checkpoints": ("run", None),
+    "acestep-export --checkpoint-dir /path/to/checkpoints --out /path/to/onnx --validate":
+        ("help", "acestep-export --help"),
+    "python scripts/realsize_timing.py --checkpoint-dir /path/to/checkpoints --seconds 30":
+        ("help", "python scripts/realsize_timing.py --help"),
     # docs/parity_ops.md: running the suite
     ".venv/bin/pytest": ("co", None),
     '.venv/bin/pytest -k "dit and step"': ("co", None),
