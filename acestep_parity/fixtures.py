@@ -58,6 +58,14 @@ class ParitySession:
         return GoldenStore(root / cid, cid, hashes, directory if explicit else None)
 
     @property
+    def scopes(self) -> tuple[str, ...]:
+        """The tolerance-override scopes of this run's checkpoint (``full_depth`` at upstream's depth)."""
+        from acestep_parity.checkpoint import TEXT_DIR, read_json
+        from acestep_parity.tolerances import checkpoint_scopes
+
+        return checkpoint_scopes(read_json(self.checkpoint[0] / TEXT_DIR / "config.json"))
+
+    @property
     def isolate(self) -> bool:
         """``--isolate`` (default: a checkpoint of 4 GiB and more): every backend runs in a child process."""
         option = self.config.getoption("--isolate")
@@ -278,13 +286,15 @@ def golden(golden_store: GoldenStore, runnable_case: Case, parity_session: Parit
 
 
 @pytest.fixture
-def check(request: pytest.FixtureRequest, record_property, tolerances: Tolerances):
-    """``check(ref, cand, tensor=…, pair=…, profile=…, case=…, step=None, mode=None)``: gate and record."""
+def check(request: pytest.FixtureRequest, record_property, tolerances: Tolerances, parity_session: ParitySession):
+    """``check(ref, cand, tensor=…, pair=…, profile=…, case=…, step=None, mode=None)``: gate and record (with the
+    checkpoint's override scopes: ``full_depth`` at upstream's depth)."""
+    scopes = parity_session.scopes
 
     def _check(ref, cand, *, tensor: str, pair: str, profile: str, case: Case, step: int | None = None,
                mode: str | None = None, gate_tensor: str | None = None,
                gate_pair: str | None = None) -> list[parity.Row]:
-        gates = tolerances.gates(gate_pair or pair, profile, gate_tensor or tensor, case.id)
+        gates = tolerances.gates(gate_pair or pair, profile, gate_tensor or tensor, case.id, scopes=scopes)
         record_property("pair", pair)
         record_property("profile", profile)
         try:

@@ -6,7 +6,8 @@ Layout (also read by ``cargo test``; plain JSON so any language can)::
       "schema": 1,
       "defaults": {PAIR: {PROFILE: {TENSOR: {METRIC: gate}}}},   # PROFILE may be "*" (any profile)
       "overrides": [{"case": ID, "pair": PAIR, "profile": PROFILE, "tensor": TENSOR,
-                     "metric": METRIC, "gate": number, "reason": "why, and the tracked root cause"}],
+                     "metric": METRIC, "gate": number, "reason": "why, and the tracked root cause",
+                     "scope": SCOPE}],                                  # optional; case "*" = every case
       "lossy_profiles": {"pairs": [PAIR, ...],                         # pairs whose reference stays fp32
                          PROFILE: {"reason": "...", "gates": {TENSOR: {METRIC: gate}}}}
     }
@@ -19,6 +20,10 @@ are never looser.
 A pair names the two sides compared, candidate first: ``torch~golden``, ``py_ort~golden``, ``rust~py_ort`` …
 Metric directions come from :data:`acestep_parity.metrics.METRIC_DIRECTION` plus ``mismatches`` (count of
 differing elements of an integer tensor, gate = maximum allowed). An override without a ``reason`` is rejected.
+
+An override with a ``scope`` applies only when the caller names that scope. One exists, :data:`FULL_DEPTH`: the
+run's checkpoint has upstream's full depth (a 28-layer text encoder; see :func:`checkpoint_scopes`), where the
+28-layer encoders' error is larger than at the depth the defaults were measured at (docs/realsize.md).
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ from pathlib import Path
 from acestep_parity.metrics import METRIC_DIRECTION
 
 EXTRA_METRICS = {"mismatches": "max"}
+FULL_DEPTH = "full_depth"
+SCOPES = (FULL_DEPTH,)
+FULL_DEPTH_TEXT_LAYERS = 28  # Qwen3-Embedding-0.6B, upstream's text encoder
+
+
+def checkpoint_scopes(text_config: dict) -> tuple[str, ...]:
+    """The override scopes a checkpoint's run uses: ``full_depth`` for a text encoder of upstream's depth."""
+    return (FULL_DEPTH,) if int(text_config.get("num_hidden_layers", 0)) >= FULL_DEPTH_TEXT_LAYERS else ()
 
 
 def metric_direction(metric: str) -> str:
@@ -102,6 +115,8 @@ class Tolerances:
                 raise ToleranceError(f"{where}: missing {missing}")
             if not str(ov.get("reason", "")).strip():
                 raise ToleranceError(f"{where} (case {ov['case']}): an override must carry a non-empty 'reason'")
+            if "scope" in ov and ov["scope"] not in SCOPES:
+                raise ToleranceError(f"{where}: unknown scope {ov['scope']!r}; choose from {list(SCOPES)}")
             metric_direction(ov["metric"])
         lossy = data.get("lossy_profiles", {})
         for profile, entry in lossy.items():
@@ -118,8 +133,10 @@ class Tolerances:
                     metric_direction(metric)
         return cls(path=path, defaults=defaults, overrides=tuple(overrides), lossy=lossy)
 
-    def gates(self, pair: str, profile: str, tensor: str, case_id: str | None = None) -> dict[str, Gate]:
-        """Gates for one comparison; per-case overrides replace the defaults metric by metric."""
+    def gates(self, pair: str, profile: str, tensor: str, case_id: str | None = None,
+              scopes: tuple[str, ...] = ()) -> dict[str, Gate]:
+        """Gates for one comparison; per-case overrides (and those of the ``scopes`` named) replace the defaults
+        metric by metric, case-specific after case-wide."""
         profiles = self.defaults.get(pair)
         if profiles is None:
             raise ToleranceError(f"{self.path}: no gates for pair {pair!r}")
@@ -134,11 +151,12 @@ class Tolerances:
         if not metrics:
             raise ToleranceError(f"{self.path}: no gates for {pair} / {profile} / {tensor}")
         out = {m: Gate(m, float(v), metric_direction(m), "default") for m, v in metrics.items()}
-        for ov in self.overrides:
-            if (ov["case"] == case_id and ov["pair"] == pair and ov["profile"] in (profile, "*")
-                    and ov["tensor"] == tensor):
-                m = ov["metric"]
-                out[m] = Gate(m, float(ov["gate"]), metric_direction(m), "override", ov["reason"])
+        matching = [ov for ov in self.overrides
+                    if ov["case"] in (case_id, "*") and ov["pair"] == pair and ov["profile"] in (profile, "*")
+                    and ov["tensor"] == tensor and ov.get("scope", None) in (None, *scopes)]
+        for ov in sorted(matching, key=lambda o: o["case"] != "*"):
+            m = ov["metric"]
+            out[m] = Gate(m, float(ov["gate"]), metric_direction(m), "override", ov["reason"])
         return out
 
     def has(self, pair: str, profile: str, tensor: str) -> bool:

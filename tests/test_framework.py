@@ -117,6 +117,37 @@ def test_tolerance_override_needs_reason(tmp_path):
     assert gates["max_abs"].source == "override" and gates["max_abs"].value == 1e-3
 
 
+def test_scoped_overrides_apply_only_in_their_scope(tmp_path):
+    """``full_depth`` overrides (upstream's depth, docs/realsize.md) change nothing at the suite's own depth, reach
+    every case with ``case: "*"``, give way to a case-specific override, and never touch what plan section 9 gates
+    (vt, xt, audio); an unknown scope is refused."""
+    from acestep_parity.checkpoint import TEXT_DIR, read_json
+    from acestep_parity.tolerances import FULL_DEPTH, checkpoint_scopes
+
+    tolerances = Tolerances.load(paths.TOLERANCE_FILE)
+    scoped = [ov for ov in tolerances.overrides if "scope" in ov]
+    assert scoped and {ov["scope"] for ov in scoped} == {FULL_DEPTH}
+    assert not {ov["tensor"] for ov in scoped} & {"vt", "xt", "audio"}
+    for ov in scoped:
+        plain = tolerances.gates(ov["pair"], ov["profile"], ov["tensor"], "text2music_01")
+        deep = tolerances.gates(ov["pair"], ov["profile"], ov["tensor"], "text2music_01", scopes=(FULL_DEPTH,))
+        assert plain[ov["metric"]].source == "default" and deep[ov["metric"]].value == ov["gate"]
+    assert checkpoint_scopes({"num_hidden_layers": 28}) == (FULL_DEPTH,)
+    assert checkpoint_scopes(read_json(paths.ensure_synthetic_checkpoint("tiny") / TEXT_DIR / "config.json")) == ()
+    data = json.loads(paths.TOLERANCE_FILE.read_text())
+    data["overrides"].append({"case": "text2music_01", "pair": "py_ort~torch", "profile": "fp32", "scope": FULL_DEPTH,
+                              "tensor": "text_hidden_states", "metric": "rmse", "gate": 4e-6, "reason": "case-specific"})
+    path = tmp_path / "tolerances.json"
+    path.write_text(json.dumps(data))
+    gates = Tolerances.load(path).gates("py_ort~torch", "fp32", "text_hidden_states", "text2music_01",
+                                        scopes=(FULL_DEPTH,))
+    assert gates["rmse"].value == 4e-6
+    data["overrides"][-1]["scope"] = "tall"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ToleranceError, match="unknown scope"):
+        Tolerances.load(path)
+
+
 def test_tolerance_file_is_the_only_place_gates_live():
     """No numeric gate literal in the parity tests: every comparison goes through the ``check`` fixture."""
     pattern = re.compile(r"(atol|rtol|max_abs|rmse|snr|pearson)\w*\s*(<=|>=|<|>|=)\s*[0-9.]+e?-?[0-9]*")

@@ -41,7 +41,8 @@ def test_dit_step(pair, backend, profile, case, runnable_case, reference, step, 
     if mode == "teacher":
         xt = _ref(reference, "xt", pair, case)
         t = np.full((xt.shape[1],), reference["schedule"][step], dtype=np.float32)
-        cand = backend.dit_step(xt[step], t, reference["encoder_hidden_states"], reference["context_latents"])
+        cand = backend.dit_step(xt[step], t, _ref(reference, "encoder_hidden_states", pair, case),
+                                _ref(reference, "context_latents", pair, case))
     else:
         cand = backend.run_case(runnable_case)[tensor][step]
     check(expected, cand, tensor=tensor, pair=pair.name, profile=profile, case=case, step=step, mode=mode)

@@ -154,7 +154,10 @@ impl Tolerances {
         }
         for ov in &self.overrides {
             let field = |k: &str| ov.get(k).and_then(Value::as_str).unwrap_or("");
-            if Some(field("case")) == case_id
+            // a scoped override (Python's `scopes`, e.g. full_depth) applies only where a caller names its
+            // scope; no Rust caller does, so it never matches here. Case "*" is every case.
+            if ov.get("scope").is_none()
+                && (Some(field("case")) == case_id || field("case") == "*")
                 && field("pair") == pair
                 && (field("profile") == profile || field("profile") == "*")
                 && field("tensor") == tensor
