@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = paths.resolve_checkpoint_dir(args.checkpoint_dir)
         manifest = export_all(checkpoint, Path(args.out), graphs, settings=settings, jobs=args.jobs,
                               log=lambda line: print(line, file=sys.stderr, flush=True), per_graph=args.per_graph,
-                              validate=args.validate)
+                              validate=args.validate, defer_check=args.child)
     except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError, ExportError, unreadable files
         print(f"acestep-export: error: {exc}", file=sys.stderr)
         return 2
