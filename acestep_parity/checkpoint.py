@@ -368,27 +368,16 @@ def load_reference_models(root: Path, modules: Collection[str] | None = None) ->
             text_tensors = {k.removeprefix("model."): v for k, v in text_tensors.items()}
         strict_load(text_encoder, text_tensors, text_file, text_cfg_path, ignored=_TEXT_IGNORED_KEYS,
                     load="text_encoder" in wanted)
-    if "transformer" not in wanted:
-        transformer = None
-    if "condition_encoder" not in wanted:
-        condition_encoder = None
-    if "audio_tokenizer" not in wanted:
-        audio_tokenizer = None
-    if "audio_detokenizer" not in wanted:
-        audio_detokenizer = None
-    if "vae" not in wanted:
-        vae = None
-    if "text_encoder" not in wanted:
-        text_encoder = None
+    built = {"transformer": transformer, "condition_encoder": condition_encoder, "audio_tokenizer": audio_tokenizer,
+             "audio_detokenizer": audio_detokenizer, "vae": vae, "text_encoder": text_encoder}
+    kept = {name: module if name in wanted else None for name, module in built.items()}
 
     lm, lm_cfg = load_lm(root) if has_lm(root) and "lm" in wanted else (None, None)
     if has_lm(root) and "lm" not in wanted:
         lm_cfg = read_json(root / LM_DIR / "config.json")
     return ReferenceModels(
-        root=root, dit_config=dit_cfg, vae_config=vae_cfg, text_config=text_cfg, transformer=transformer,
-        condition_encoder=condition_encoder, audio_tokenizer=audio_tokenizer, audio_detokenizer=audio_detokenizer,
-        vae=vae, text_encoder=text_encoder, silence_latent=silence, tokenizer_path=root / TEXT_DIR / "tokenizer.json",
-        lm=lm, lm_config=lm_cfg,
+        root=root, dit_config=dit_cfg, vae_config=vae_cfg, text_config=text_cfg, **kept, silence_latent=silence,
+        tokenizer_path=root / TEXT_DIR / "tokenizer.json", lm=lm, lm_config=lm_cfg,
     )
 
 
