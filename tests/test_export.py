@@ -541,3 +541,32 @@ def test_full_preset_export_with_external_data(tmp_path_factory, record_property
         assert manifest["graphs"]["dit_decoder"]["external_data"]
     finally:
         shutil.rmtree(out, ignore_errors=True)  # ~11 GB; pytest would keep it among the last three basetemps
+
+
+@pytest.mark.parametrize("stride", [2, 3, 4, 6, 10])
+def test_vae_conv_transpose_as_sub_pixel_conv(stride):
+    """The exported form of each upsampling ConvTranspose1d (kernel 2s, padding ceil(s/2)) is the same linear map:
+    equal to torch's conv_transpose1d up to the order of the sums, length included, odd strides too."""
+    import math
+
+    from acestep_parity.exporters.vae_decoder import SubPixelConvTranspose1d
+
+    torch.manual_seed(stride)
+    conv_t = torch.nn.ConvTranspose1d(24, 16, 2 * stride, stride=stride, padding=math.ceil(stride / 2))
+    x = torch.randn(2, 24, 37)
+    with torch.no_grad():
+        expected, got = conv_t(x), SubPixelConvTranspose1d(conv_t)(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-5 * expected.abs().max().item()
+    with pytest.raises(ValueError, match="kernel 2\\*stride"):
+        SubPixelConvTranspose1d(torch.nn.ConvTranspose1d(4, 4, 3, stride=stride))
+
+
+def test_vae_graph_has_no_conv_transpose(reference_models):
+    """Every ConvTranspose1d of the decoder is replaced in the export copy, none in the reference module."""
+    from acestep_parity.exporters.vae_decoder import VaeDecoderGraph
+
+    graph = VaeDecoderGraph(reference_models.vae)
+    assert graph.sub_pixel == len(reference_models.vae.config.downsampling_ratios)
+    assert not any(isinstance(m, torch.nn.ConvTranspose1d) for m in graph.modules())
+    assert any(isinstance(m, torch.nn.ConvTranspose1d) for m in reference_models.vae.modules())
