@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-GEMM_OPS = ("Conv", "FusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "NhwcConv")
+GEMM_OPS = ("Conv", "FusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "NhwcConv", "MultiHeadAttention")
 
 
 @dataclass
@@ -73,6 +73,8 @@ def node_flops(op_type: str, inputs: list[list[int]], outputs: list[list[int]],
     if op_type == "ConvTranspose":
         weight = weight or inputs[1]  # x [N, Cin, *spatial]; weight [Cin, Cout/group, *kernel]
         return 2.0 * math.prod(inputs[0]) * math.prod(weight[1:])
+    if op_type == "MultiHeadAttention":  # query [B, S, H*D], key [B, L, H*D]: scores and weighted sum
+        return 4.0 * math.prod(inputs[0]) * inputs[1][1] if len(inputs) > 1 and len(inputs[1]) == 3 else 0.0
     k = inputs[0][-1]  # MatMul / Gemm: every output element is a K-long dot product
     return 2.0 * math.prod(out) * k
 

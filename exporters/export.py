@@ -143,7 +143,8 @@ def trace_graph(spec: GraphSpec, models, settings: ExporterSettings = EXPORTER,
     # "torchvision is not installed. Skipping torchvision::nms" (x4 per export): the project needs no torchvision
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     dims = config_dims(models.dit_config, models.text_config, getattr(models, "lm_config", None))
-    wrapper = graph_module(spec).build(models).eval()
+    module = graph_module(spec)
+    wrapper = module.build(models).eval()
     inputs = make_inputs(spec, spec.export_sizes, dims, seed=settings.dummy_seed,
                          silence_latent=models.silence_latent)
     args = tuple(torch.from_numpy(inputs[name]) for name in spec.input_names)
@@ -155,6 +156,7 @@ def trace_graph(spec: GraphSpec, models, settings: ExporterSettings = EXPORTER,
             wrapper, args, dynamo=True, dynamic_shapes=dynamic_shapes_for(spec, static_axes),
             input_names=spec.input_names, output_names=spec.output_names, opset_version=settings.opset,
             optimize=settings.optimize, verbose=False, report=False, verify=False,
+            custom_translation_table=getattr(module, "TRANSLATIONS", None),
         )
     _postprocess(program.model, spec, dims, settings, static_axes)
     return Traced(spec, program, args, dims, time.perf_counter() - start)

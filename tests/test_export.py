@@ -451,17 +451,44 @@ def test_condition_wrapper_equals_module_in_torch(reference_models, dims):
 
 def test_dit_wrapper_equals_module_in_torch(reference_models, dims):
     """The DiT wrapper (odd-T pre-padding, torch-computed timestep frequency table), run in PyTorch, reproduces
-    the diffusers module bit for bit at odd and even T, and leaves the reference module untouched."""
+    the diffusers module bit for bit at odd and even T with upstream's attention, and to float rounding with the
+    exported attention forms (banded sliding window, unmasked MultiHeadAttention: the sums run in another order);
+    the reference module keeps its own processors and sinusoids."""
     from acestep_parity.exporters import dit_decoder
 
+    exact = dit_decoder.DitDecoderGraph(reference_models.transformer, scalable_attention=False).eval()
     wrapper = dit_decoder.build(reference_models)
     assert type(reference_models.transformer.time_embed.time_sinusoid).__name__ == "Timesteps"
+    assert all(type(layer.self_attn.processor).__name__ == "AceStepAttnProcessor2_0"
+               for layer in reference_models.transformer.layers)
+    assert all(type(layer.self_attn.processor).__name__ == "ExportAttnProcessor"
+               for layer in wrapper.transformer.layers)
     for case in (c for c in GRID if c.graph == "dit_decoder" and c.tag in ("mixed-t", "r0", "")):
         inputs = case.inputs(dims, reference_models.silence_latent)
         expected = dit_decoder.reference(reference_models, inputs)["vt"]
+        feeds = [torch.from_numpy(inputs[n]) for n in case.spec.input_names]
         with torch.inference_mode():
-            got = wrapper(*(torch.from_numpy(inputs[n]) for n in case.spec.input_names)).numpy()
-        np.testing.assert_array_equal(got, expected, err_msg=case.id)
+            np.testing.assert_array_equal(exact(*feeds).numpy(), expected, err_msg=case.id)
+            np.testing.assert_allclose(wrapper(*feeds).numpy(), expected, rtol=0, atol=5e-6, err_msg=case.id)
+
+
+@pytest.mark.parametrize("length", [1, 5, 16, 17, 40, 100])
+def test_banded_attention_equals_the_dense_sliding_mask(length):
+    """The blocked band gives what SDPA gives with upstream's dense sliding-window mask (finfo.min outside
+    |i - j| <= window), GQA included, for lengths below, at and across block boundaries."""
+    from acestep_parity.exporters.dit_decoder import banded_attention
+
+    window = 8
+    torch.manual_seed(length)
+    q, k, v = torch.randn(2, length, 4, 16), torch.randn(2, length, 2, 16), torch.randn(2, length, 2, 16)
+    i = torch.arange(length)
+    mask = torch.zeros(length, length).masked_fill((i[:, None] - i[None, :]).abs() > window,
+                                                   torch.finfo(torch.float32).min)
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=0.25, enable_gqa=True)
+    got = banded_attention(q, k, v, 0.25, window)
+    assert got.shape == q.shape
+    np.testing.assert_allclose(got.numpy(), dense.transpose(1, 2).numpy(), rtol=0, atol=2e-6)
 
 
 def test_vae_weight_norm_folded_exactly(reference_models):

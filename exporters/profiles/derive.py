@@ -109,12 +109,26 @@ def fp16_block_list(extra: tuple[str, ...] = FP16_NUMERIC_BLOCK_LIST) -> list[st
     return sorted(set(DEFAULT_OP_BLOCK_LIST) | set(extra))
 
 
+def declare_contrib_outputs_float(model) -> None:
+    """Declare the outputs of ORT's contrib ops (``com.microsoft``: the DiT's MultiHeadAttention) as float
+    tensors. onnx's shape inference knows no contrib schema, so without this the converter sees an untyped
+    output, inserts no Cast back to fp16 after the blocked node, and the fp16 consumer reads fp32."""
+    from onnx import TensorProto, helper
+
+    typed = {v.name for v in model.graph.value_info}
+    for node in model.graph.node:
+        if node.domain == "com.microsoft":
+            model.graph.value_info.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                                          for name in node.output if name and name not in typed)
+
+
 def to_fp16(src: Path, dst: Path, external: bool, op_block_list: list[str] | None = None) -> None:
     """``convert_float_to_float16`` with fp32 I/O and the numeric block list (``op_block_list`` replaces it:
     the broken-recipe demonstration passes ORT's default list alone)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = load_without_value_info(src)
+    declare_contrib_outputs_float(model)
     blocked = fp16_block_list() if op_block_list is None else op_block_list
     converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
     _save(converted, dst, external)

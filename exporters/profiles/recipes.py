@@ -15,13 +15,14 @@ PROFILE_NAMES = ("fp16", "int8_dynamic", "int8_static")
 
 # Ops kept in fp32 by the fp16 conversion (on top of ORT's own DEFAULT_OP_BLOCK_LIST): the reductions and the
 # elementwise maths of RMSNorm / LayerNorm (x**2 overflows fp16 above 256, its mean loses the low bits), the
-# softmax of attention, and the transcendental functions of the timestep embedding and the VAE's Snake
+# softmax of attention (and ORT's fused MultiHeadAttention of the full-attention layers, which holds one), and the
+# transcendental functions of the timestep embedding and the VAE's Snake
 # activation (sin(alpha*x)**2 / beta). The matmuls and convolutions, where the time and the bytes are, run in
 # fp16; casts sit at the borders of each blocked region (inserted by the converter).
 FP16_NUMERIC_BLOCK_LIST = (
     "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "Pow", "Sqrt", "Reciprocal", "Div", "Softmax",
     "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization", "SkipLayerNormalization",
-    "Exp", "Log", "Sin", "Cos", "Erf", "Tanh", "Sigmoid", "CumSum", "Range", "RotaryEmbedding",
+    "Exp", "Log", "Sin", "Cos", "Erf", "Tanh", "Sigmoid", "CumSum", "Range", "RotaryEmbedding", "MultiHeadAttention",
 )
 
 
