@@ -1,5 +1,5 @@
-"""Real-size speed and memory: torch vs py_ort vs rust, per profile, at 10 s, 30 s and 120 s of latent; the DiT
-step against the roofline.
+"""Real-size speed and memory: torch vs py_ort vs rust, per profile, at 10, 30, 120 and 240 s of latent; the DiT
+step, the VAE and whole songs against torch and against the fp32 roofline (``acestep_parity.roofline``).
 
 Benchmark-only and marked ``long`` (about an hour on 2 cores; deselected unless asked for:
 ``pytest --benchmark-only -m long -k scaling``). The checkpoint is the ``wide`` synthetic preset (real widths
@@ -10,8 +10,10 @@ ratio taken in one run on one machine (time / torch's time: < 1 is faster); no t
 benchmark JSON (``extra_info``) and drawn as a PNG (time vs T per backend and profile) into the HTML report.
 
 - ``dit_step``: one DiT evaluation per runner (torch; py_ort and rust on fp32; py_ort on each profile);
-- ``vae``: py_ort's VAE with upstream's tiling against the budget chunk; ``vae_tile``: one 256-frame tile;
-- ``end_to_end``: a whole text2music run in a fresh process per backend and profile (its wall time and peak RSS).
+- ``vae``: py_ort's VAE on the budget chunk (against the roofline), and with upstream's tiling up to 120 s;
+  ``vae_tile``: one 256-frame tile;
+- ``end_to_end``: a whole text2music run in a fresh process per backend and profile (its wall time, its DiT and
+  VAE stages, peak RSS); beyond 30 s the fp32 runs of py_ort and rust only (``scaling_report.E2E_LONG_RUNNERS``).
 """
 
 from __future__ import annotations
@@ -24,22 +26,25 @@ import numpy as np
 import pytest
 from scaling_report import (
     DIT_RUNNERS,
-    E2E_RUNNERS,
     E2E_SECONDS,
     FRAMES_PER_SECOND,
     PROFILES,
     SECONDS,
     ScalingTable,
+    e2e_runners,
     scaling_table,
     summary_lines,
 )
 
-from acestep_parity.roofline import ENC_LEN, dit_step_flops, sgemm_rates
+from acestep_parity.roofline import ENC_LEN, dit_step_flops, sgemm_rates, vae_decode_flops
+
+E2E_PAIRS = [(runner, seconds) for seconds in E2E_SECONDS for runner in e2e_runners(seconds)]
+UPSTREAM_TILING_UP_TO = 120  # seconds: upstream's 256-frame tiles decode a 240 s latent about twice (many minutes)
 
 
 @pytest.fixture(scope="module")
 def wide():
-    """(checkpoint dir, onnx dir, dit config) of the benchmark preset, built and exported once."""
+    """(checkpoint dir, onnx dir, dit config, vae config) of the benchmark preset, built and exported once."""
     pytest.importorskip("torch", reason="the reference needs the reference extras")
     from acestep_parity import paths
     from acestep_parity.checkpoint import checkpoint_id, file_hashes, read_json
@@ -49,7 +54,7 @@ def wide():
     ckpt = paths.ensure_synthetic_checkpoint(preset)
     hashes = file_hashes(ckpt)
     onnx = ensure_artifacts(ckpt, checkpoint_id(ckpt, hashes), hashes)
-    return ckpt, onnx, read_json(ckpt / "acestep-v15-turbo" / "config.json")
+    return ckpt, onnx, read_json(ckpt / "acestep-v15-turbo" / "config.json"), read_json(ckpt / "vae" / "config.json")
 
 
 @pytest.fixture
@@ -152,26 +157,33 @@ def test_benchmark_scaling_dit_step(benchmark, engines, wide, scaling_rows, runn
 
 @pytest.mark.long
 @pytest.mark.parametrize("seconds", SECONDS, ids=[f"{s}s" for s in SECONDS])
-def test_benchmark_scaling_vae(benchmark, engines, scaling_rows, seconds):
-    """py_ort's VAE at T frames: the budget chunk (the benchmark) against upstream's tiling (timed once, same run);
-    both give the same number of samples (torch's one 256-frame tile is timed by test_benchmark_scaling_vae_tile)."""
+def test_benchmark_scaling_vae(benchmark, engines, wide, scaling_rows, seconds):
+    """py_ort's VAE at T frames: the budget chunk (the benchmark, against the roofline of T frames) and, up to
+    120 s, upstream's tiling (timed once, same run); both give the same number of samples (torch's one 256-frame
+    tile is timed by test_benchmark_scaling_vae_tile)."""
     from acestep_ort.host import tiling
 
     engine = engines("py_ort")
     frames = seconds * FRAMES_PER_SECOND
     latents = np.random.default_rng(frames).standard_normal((1, 64, frames)).astype(np.float32)
-    start = time.perf_counter()
-    upstream = tiling.tiled_decode(latents, engine.decode_latents, tiling.CPU_CHUNK_SIZE)
-    times = {"upstream": time.perf_counter() - start}
+    times = {}
+    if seconds <= UPSTREAM_TILING_UP_TO:
+        start = time.perf_counter()
+        upstream = tiling.tiled_decode(latents, engine.decode_latents, tiling.CPU_CHUNK_SIZE)
+        times["upstream"] = time.perf_counter() - start
     benchmark.group = f"scaling_vae_{seconds}s"
     budget = benchmark.pedantic(lambda: tiling.tiled_decode(latents, engine.decode_latents, engine.vae_chunk),
                                 rounds=1, iterations=1)
     times["budget"] = benchmark.stats.stats.mean
-    assert budget.shape == upstream.shape and np.isfinite(budget).all(), (budget.shape, upstream.shape)
-    benchmark.extra_info.update({"frames": frames, "chunk": engine.vae_chunk, **{f"{k}_s": v for k, v in times.items()}})
+    assert budget.shape == (1, 2, frames * 1920) and np.isfinite(budget).all(), budget.shape
+    if "upstream" in times:
+        assert upstream.shape == budget.shape, (upstream.shape, budget.shape)
+    gflop = vae_decode_flops(wide[3], frames) / 1e9
+    benchmark.extra_info.update({"frames": frames, "chunk": engine.vae_chunk, "gflop": gflop,
+                                 **{f"{k}_s": v for k, v in times.items()}})
     for mode, value in times.items():
         scaling_rows.append({"graph": f"vae_{mode}", "backend": "py_ort", "seconds": seconds, "frames": frames,
-                             "mean_s": value})
+                             "mean_s": value, "gflop": gflop})
 
 
 @pytest.mark.long
@@ -202,10 +214,11 @@ else:
 start = time.perf_counter()
 engine = load_engine(target)
 loaded = time.perf_counter()
-engine.generate(load_case(case).request())
+caps = engine.generate(load_case(case).request())
 done = time.perf_counter()
 hwm = [line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM")]
-print(json.dumps({"load_s": loaded - start, "generate_s": done - loaded, "peak_rss_mb": int(hwm[0].split()[1]) / 1024}))
+print(json.dumps({"load_s": loaded - start, "generate_s": done - loaded, "peak_rss_mb": int(hwm[0].split()[1]) / 1024,
+                  "stages": dict(getattr(caps, "timings", {}) or {})}))
 """
 
 
@@ -221,10 +234,10 @@ def _scaled_case(tmp_dir, seconds: int):
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("seconds", E2E_SECONDS, ids=[f"{s}s" for s in E2E_SECONDS])
-@pytest.mark.parametrize("runner", E2E_RUNNERS)
+@pytest.mark.parametrize(("runner", "seconds"), E2E_PAIRS, ids=[f"{r}-{s}s" for r, s in E2E_PAIRS])
 def test_benchmark_scaling_end_to_end(benchmark, wide, profile_dir, scaling_rows, tmp_path, runner, seconds):
-    """One whole run per backend and profile in a fresh process, one at a time: wall time and peak RSS."""
+    """One whole run per backend and profile in a fresh process, one at a time: wall time, its DiT and VAE
+    stages against their roofline, and peak RSS."""
     import subprocess
     import sys
 
@@ -255,9 +268,14 @@ def test_benchmark_scaling_end_to_end(benchmark, wide, profile_dir, scaling_rows
 
     benchmark.group = f"scaling_end_to_end_{seconds}s"
     info = benchmark.pedantic(run, rounds=1, iterations=1)
-    row = {"graph": "end_to_end", "backend": runner, "seconds": seconds, "frames": seconds * FRAMES_PER_SECOND,
+    frames = seconds * FRAMES_PER_SECOND
+    stages = info.get("stages") or {}
+    dit_gflop = 8 * dit_step_flops(wide[2], frames) / 1e9  # the turbo ODE: 8 DiT evaluations
+    vae_gflop = vae_decode_flops(wide[3], frames) / 1e9
+    row = {"graph": "end_to_end", "backend": runner, "seconds": seconds, "frames": frames,
            "mean_s": float(info["generate_s"]), "load_s": float(info["load_s"]),
-           "peak_rss_mb": info.get("peak_rss_mb")}
+           "peak_rss_mb": info.get("peak_rss_mb"), "dit_s": stages.get("dit"), "vae_s": stages.get("vae"),
+           "dit_gflop": dit_gflop, "vae_gflop": vae_gflop, "gflop": dit_gflop + vae_gflop}
     assert row["mean_s"] > 0 and row["load_s"] >= 0, row
     benchmark.extra_info.update(row)
     scaling_rows.append(row)
@@ -283,22 +301,31 @@ def test_benchmark_scaling_sgemm(benchmark, wide, request, record_property):
 
 
 def test_scaling_summary_lines():
-    """The table's lines from given numbers: ratios against torch, roofline share, missing peak RSS, sizes."""
+    """The table's lines from given numbers: ratios against torch and the roofline, the stages of a whole song,
+    missing peak RSS, the long-song note, sizes."""
     table = ScalingTable(
         rows=[{"graph": "dit_step", "backend": "py_ort", "seconds": 10, "frames": 250, "mean_s": 0.5, "gflop": 20.0},
               {"graph": "dit_step", "backend": "torch", "seconds": 10, "frames": 250, "mean_s": 1.0, "gflop": 20.0},
               {"graph": "end_to_end", "backend": "rust-fp16", "seconds": 30, "frames": 750, "mean_s": 3.0,
                "load_s": 0.5, "peak_rss_mb": None},
-              {"graph": "vae_budget", "backend": "py_ort", "seconds": 10, "frames": 250, "mean_s": 1.5}],
+              {"graph": "end_to_end", "backend": "py_ort-fp32", "seconds": 120, "frames": 3000, "mean_s": 40.0,
+               "load_s": 1.0, "peak_rss_mb": 2048.0, "dit_s": 10.0, "vae_s": 28.0, "dit_gflop": 500.0,
+               "vae_gflop": 2000.0, "gflop": 2500.0},
+              {"graph": "vae_budget", "backend": "py_ort", "seconds": 10, "frames": 250, "mean_s": 1.5,
+               "gflop": 100.0}],
         sgemm_gflops={"numpy": 80.0, "ort": 100.0},
         artifact_bytes={"fp32": {"dit_decoder.onnx": 3 * 2**20}})
     assert summary_lines(table) == [
-        "SGEMM (2048^3 fp32): numpy 80 GFLOP/s, ONNX Runtime 100 GFLOP/s (roofline = the DiT step's FLOPs / 100 "
-        "GFLOP/s)",
-        f"DiT step   10 s (T=250, 20.0 GFLOP) {'torch':20s} 1.000 s, / torch 1.00; roofline 0.200 s = 20%",
-        f"DiT step   10 s (T=250, 20.0 GFLOP) {'py_ort':20s} 0.500 s, / torch 0.50; roofline 0.200 s = 40%",
+        "SGEMM (2048^3 fp32): numpy 80 GFLOP/s, ONNX Runtime 100 GFLOP/s (roofline = a stage's FLOPs / 100 "
+        "GFLOP/s; / roofline = time / that)",
+        f"DiT step   10 s (T=250, 20.0 GFLOP) {'torch':20s} 1.000 s, / torch 1.00, / roofline 5.00",
+        f"DiT step   10 s (T=250, 20.0 GFLOP) {'py_ort':20s} 0.500 s, / torch 0.50, / roofline 2.50",
         f"end to end  30 s {'rust-fp16':20s} generate 3.00 s (load 0.5 s), peak RSS n/a",
-        f"{'vae_budget':14s} {'py_ort':12s} T=  250: 1.50 s",
+        f"end to end 120 s {'py_ort-fp32':20s} generate 40.00 s, / roofline 1.60 (load 1.0 s), peak RSS 2048 MB; "
+        "DiT 10.0 s, / roofline 2.00, VAE 28.0 s, / roofline 1.40",
+        "end to end from 120 s: py_ort-fp32, rust-fp32 only (torch's upstream VAE tiles take minutes each at real "
+        "width; a profile's long song repeats the fp32 VAE)",
+        f"{'vae_budget':14s} {'py_ort':12s} T=  250: 1.50 s, / roofline 1.50",
         "artifact sizes fp32: dit_decoder.onnx 3 MiB",
     ]
     without_sgemm = summary_lines(ScalingTable(rows=table.rows[:1]))

@@ -12,7 +12,7 @@ pub const MIN_STRIDE: usize = 64;
 pub const VAE_MAX_FRAMES: usize = 8192;
 pub const DEFAULT_VAE_MEMORY_MB: usize = 4096;
 /// Live float32 tensors of the widest activation size during one decode call (measured; `tiling.py`).
-pub const ACTIVATION_COPIES: usize = 6;
+pub const ACTIVATION_COPIES: usize = 5;
 pub const ENV_MEMORY: &str = "ACESTEP_VAE_MEMORY_MB";
 pub const ENV_TILING: &str = "ACESTEP_VAE_TILING";
 
