@@ -159,3 +159,28 @@ def test_installed_plugin_options_work_in_this_repository(framework_venv):
     assert all("text2music_01" in i for i in ids), [i for i in ids if "text2music_01" not in i][:5]
     assert all("[py_ort~" in i for i in ids), [i for i in ids if "[py_ort~" not in i][:5]
     assert any("py_ort~golden" in i for i in ids) and any("py_ort~torch" in i for i in ids)
+
+
+def test_onnxruntime_pins_move_together():
+    """One ONNX Runtime release everywhere (docs/performance.md: 1.23.2 kept after measuring 1.31.1): the runtime
+    wheel's pin, the installed wheel, onnxruntime-node (package and lock), the ``ort`` crate's API feature, the
+    Rust runtime's oldest accepted minor, and the C host's requested API version."""
+    import json
+    import re
+
+    import onnxruntime
+
+    root = paths.REPO_ROOT
+    wheel_pin = re.search(r'"onnxruntime==([0-9.]+)"', (root / "runtimes/py_ort/pyproject.toml").read_text()).group(1)
+    minor = wheel_pin.split(".")[1]
+    node = json.loads((root / "examples/ffi/node/package.json").read_text(encoding="utf-8"))
+    lock = json.loads((root / "examples/ffi/node/package-lock.json").read_text(encoding="utf-8"))
+    cargo = (root / "rust/acestep-ort/Cargo.toml").read_text(encoding="utf-8")
+    dylib = (root / "rust/acestep-ort/src/dylib.rs").read_text(encoding="utf-8")
+    c_host = (root / "examples/ffi/c/run_case.c").read_text(encoding="utf-8")
+    assert onnxruntime.__version__ == wheel_pin
+    assert node["dependencies"]["onnxruntime-node"] == wheel_pin
+    assert lock["packages"]["node_modules/onnxruntime-node"]["version"] == wheel_pin
+    assert re.search(r'features = \[[^\]]*"api-(\d+)"', cargo).group(1) == minor
+    assert re.search(r"pub const MIN_ORT_MINOR: u32 = (\d+);", dylib).group(1) == minor
+    assert re.search(r"#define ORT_API_WANTED (\d+)", c_host).group(1) == minor
