@@ -449,11 +449,11 @@ def test_condition_wrapper_equals_module_in_torch(reference_models, dims):
     np.testing.assert_array_equal(mask.numpy(), expected["encoder_attention_mask"])
 
 
-def test_dit_wrapper_equals_module_in_torch(reference_models, dims):
+def test_dit_wrapper_equals_module_in_torch(reference_models, dims, tolerances, record_property):
     """The DiT wrapper (odd-T pre-padding, torch-computed timestep frequency table), run in PyTorch, reproduces
-    the diffusers module bit for bit at odd and even T with upstream's attention, and to float rounding with the
-    exported attention forms (banded sliding window, unmasked MultiHeadAttention: the sums run in another order);
-    the reference module keeps its own processors and sinusoids."""
+    the diffusers module bit for bit at odd and even T with upstream's attention, and within the graph's own
+    onnx~torch gate with the exported attention forms (banded sliding window, SDPA for the full layers: the sums run
+    in another order); the reference module keeps its own processors and sinusoids."""
     from acestep_parity.exporters import dit_decoder
 
     exact = dit_decoder.DitDecoderGraph(reference_models.transformer, scalable_attention=False).eval()
@@ -463,13 +463,17 @@ def test_dit_wrapper_equals_module_in_torch(reference_models, dims):
                for layer in reference_models.transformer.layers)
     assert all(type(layer.self_attn.processor).__name__ == "ExportAttnProcessor"
                for layer in wrapper.transformer.layers)
+    limit = _gates(tolerances, "vt")["max_abs"].value
+    worst = 0.0
     for case in (c for c in GRID if c.graph == "dit_decoder" and c.tag in ("mixed-t", "r0", "")):
         inputs = case.inputs(dims, reference_models.silence_latent)
         expected = dit_decoder.reference(reference_models, inputs)["vt"]
         feeds = [torch.from_numpy(inputs[n]) for n in case.spec.input_names]
         with torch.inference_mode():
             np.testing.assert_array_equal(exact(*feeds).numpy(), expected, err_msg=case.id)
-            np.testing.assert_allclose(wrapper(*feeds).numpy(), expected, rtol=0, atol=5e-6, err_msg=case.id)
+            worst = max(worst, float(np.abs(wrapper(*feeds).numpy() - expected).max()))
+    record_property("exported_attention_in_torch_max_abs", worst)
+    assert worst <= limit, f"the exported attention forms move vt by {worst:.3g} in torch (gate {limit:.3g})"
 
 
 @pytest.mark.parametrize("length", [1, 5, 16, 17, 40, 100])
@@ -488,7 +492,8 @@ def test_banded_attention_equals_the_dense_sliding_mask(length):
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=0.25, enable_gqa=True)
     got = banded_attention(q, k, v, 0.25, window)
     assert got.shape == q.shape
-    np.testing.assert_allclose(got.numpy(), dense.transpose(1, 2).numpy(), rtol=0, atol=2e-6)
+    err = np.abs(got.numpy() - dense.transpose(1, 2).numpy()).max()
+    assert err <= 16 * np.finfo(np.float32).eps * np.abs(dense.numpy()).max(), err  # float rounding, not a gate
 
 
 def test_vae_weight_norm_folded_exactly(reference_models):
