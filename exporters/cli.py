@@ -1,6 +1,7 @@
 """``acestep-export``: export the text2music ONNX graphs of a checkpoint and write their manifest.
 
     acestep-export --checkpoint-dir DIR --out DIR [--graphs text_encoder,dit_decoder]
+    acestep-export --checkpoint-dir DIR [--validate]   # into the project's cache, the folder pytest and the runtimes use
     acestep-export --profile fp16 --from DIR/fp32 --out DIR/fp16     # a lighter profile of an fp32 folder
 
 Without ``--checkpoint-dir`` the folder comes from ``$ACESTEP_CHECKPOINT_DIR`` or is the tiny synthetic
@@ -21,7 +22,8 @@ from acestep_parity.exporters.specs import EXPORTER, GRAPH_SPECS, parse_graph_li
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acestep-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint-dir", default=None, help="checkpoint folder in the upstream layout")
-    parser.add_argument("--out", default=None, help="output folder for <graph>.onnx and manifest.json")
+    parser.add_argument("--out", default=None, help="output folder for <graph>.onnx and manifest.json (default: the "
+                        "project cache .cache/artifacts/<checkpoint id>/fp32, which pytest and both runtimes use)")
     parser.add_argument("--graphs", default=None,
                         help=f"comma-separated subset of {','.join(GRAPH_SPECS)} (default: all)")
     parser.add_argument("--external-data-threshold", type=int, default=None, metavar="BYTES",
@@ -56,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(render_tables())
         return 0
-    if not args.out:
-        print("acestep-export: --out is required", file=sys.stderr)
-        return 2
     if args.profile:
+        if not args.out:
+            print("acestep-export: --profile needs --out (the folder of the derived profile)", file=sys.stderr)
+            return 2
         from acestep_parity.exporters.profiles.cli import derive_main
 
         return derive_main(args)
@@ -71,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     from acestep_parity import paths
     from acestep_parity.exporters.export import export_all
 
+    if not args.out:
+        if args.graphs or args.external_data_threshold is not None:
+            print("acestep-export: --graphs and --external-data-threshold need --out (the project's cache holds "
+                  "complete exports with the default settings only)", file=sys.stderr)
+            return 2
+        return export_into_cache(args)
     settings = EXPORTER
     if args.external_data_threshold is not None:
         settings = replace(EXPORTER, external_data_threshold_bytes=args.external_data_threshold)
@@ -90,6 +98,40 @@ def main(argv: list[str] | None = None) -> int:
     for name in graphs:
         record = manifest["graphs"][name]
         print(f"{record['sha256']}  {record['file']}")
+    return 0
+
+
+def export_into_cache(args: argparse.Namespace) -> int:
+    """No ``--out``: every graph into ``<cache>/artifacts/<checkpoint id>/fp32``, the folder that pytest,
+    ``make realsize`` and both runtimes (their default ``--onnx-dir``) use, so one export serves them all."""
+    from acestep_ort.host.assets import copy_runtime_assets, missing_assets
+    from acestep_parity import paths
+    from acestep_parity.checkpoint import checkpoint_id, file_hashes
+    from acestep_parity.exporters.export import (
+        artifacts_dir,
+        ensure_artifacts,
+        manifest_matches,
+        with_lm_hashes,
+    )
+
+    start = time.perf_counter()
+    try:
+        checkpoint = paths.resolve_checkpoint_dir(args.checkpoint_dir)
+        print(f"hashing {checkpoint} ...", file=sys.stderr, flush=True)
+        hashes = file_hashes(checkpoint)
+        ident = checkpoint_id(checkpoint, hashes)
+        target = artifacts_dir(ident)
+        reused = manifest_matches(target, with_lm_hashes(checkpoint, hashes))
+        out = ensure_artifacts(checkpoint, ident, hashes, validate=args.validate,
+                               log=lambda line: print(line, file=sys.stderr, flush=True))
+        if missing_assets(out):
+            copy_runtime_assets(checkpoint, out)
+    except (ValueError, RuntimeError, OSError) as exc:  # CheckpointError, ExportError, unreadable files
+        print(f"acestep-export: error: {exc}", file=sys.stderr)
+        return 2
+    what = "already exported, reused (remove the folder to export again)" if reused else "exported"
+    print(f"{ident}: {what} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(out)
     return 0
 
 

@@ -651,19 +651,22 @@ def artifacts_dir(checkpoint_id: str, profile: str = "fp32") -> Path:
     return paths.cache_dir() / "artifacts" / checkpoint_id / profile
 
 
-def ensure_artifacts(checkpoint_dir: Path, checkpoint_id: str, checkpoint_hashes: dict[str, str]) -> Path:
+def ensure_artifacts(checkpoint_dir: Path, checkpoint_id: str, checkpoint_hashes: dict[str, str], *,
+                     log: Callable[[str], None] | None = None, validate: bool = False) -> Path:
     """The fp32 graphs of a checkpoint under ``cache_dir()/artifacts/<id>/fp32``, exported once.
 
     Safe under pytest-xdist and concurrent backends: the export runs under a file lock into a temporary sibling
     folder that replaces the target atomically; a manifest that matches (checkpoint hashes, exporter settings,
-    exporter sources, library versions, files present) is reused without loading torch models.
+    exporter sources, library versions, files present) is reused without loading torch models. The folder is
+    the one pytest, ``make realsize`` and both runtimes' default ``--onnx-dir`` use, so ``acestep-export``
+    without ``--out`` writes here (``log`` and ``validate`` as in :func:`export_all`).
     """
     target = artifacts_dir(checkpoint_id)
     extended = with_lm_hashes(checkpoint_dir, checkpoint_hashes)
 
     def build(tmp: Path) -> None:
         manifest = export_all(checkpoint_dir, tmp, checkpoint_hashes=checkpoint_hashes,
-                              jobs=default_jobs(checkpoint_dir))
+                              jobs=default_jobs(checkpoint_dir), log=log, validate=validate)
         if manifest["checkpoint_id"] != checkpoint_id:
             raise ExportError(f"{checkpoint_dir} is {manifest['checkpoint_id']}, not {checkpoint_id}")
 

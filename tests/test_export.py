@@ -350,6 +350,20 @@ def test_export_reproducible(checkpoint_dir: Path, onnx_manifest: dict, tmp_path
         assert again["graphs"][name]["files"] == record["files"], f"{name}: export is not reproducible"
 
 
+def test_export_without_out_reuses_the_cache(checkpoint_dir: Path, onnx_artifacts: Path, capsys, record_property):
+    """``acestep-export`` without ``--out`` writes into the folder pytest and both runtimes use (their default
+    ``--onnx-dir``): here the suite's own export, so it is found and reused, not exported again."""
+    from acestep_parity.exporters.cli import main
+
+    assert main(["--checkpoint-dir", str(checkpoint_dir)]) == 0
+    out = capsys.readouterr()
+    assert Path(out.out.strip()) == onnx_artifacts
+    assert "already exported, reused" in out.err
+    record_property("folder", out.out.strip())
+    assert main(["--checkpoint-dir", str(checkpoint_dir), "--graphs", "vae_decoder"]) == 2
+    assert "need --out" in capsys.readouterr().err
+
+
 def test_external_data_path(reference_models, onnx_artifacts: Path, onnx_session, dims, tmp_path: Path):
     """A forced size threshold writes <graph>.onnx + <graph>.onnx.data on the tiny model; the checker, ORT and
     the outputs (bit-exact vs the inline artifact) all accept it."""

@@ -135,6 +135,16 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
         ("help", "acestep-export --help"),
     "python scripts/realsize_timing.py --checkpoint-dir /path/to/checkpoints --seconds 30":
         ("help", "python scripts/realsize_timing.py --help"),
+    # docs/realsize.md: the real-checkpoint walkthrough (its export and freeze take minutes; their options are checked)
+    "acestep-export --checkpoint-dir /path/to/checkpoints --validate": ("help", "acestep-export --help"),
+    "acestep-parity freeze --checkpoint-dir /path/to/checkpoints --case text2music_02 --case simple_mode_01":
+        ("help", "acestep-parity freeze --help"),
+    "pytest tests/test_parity.py tests/test_lm.py --checkpoint-dir /path/to/checkpoints --case text2music_02 "
+    "--case simple_mode_01": ("co", None),
+    "acestep-ort generate --case cases/text2music_02.json --onnx-dir .cache/artifacts/acestep-v15-turbo-*/fp32 "
+    "--out song.wav": ("help", "acestep-ort generate --help"),
+    "cargo run --release --bin generate -- --case cases/simple_mode_01.json --onnx-dir "
+    ".cache/artifacts/acestep-v15-turbo-*/fp32 --out plan.wav": ("rust", "--help"),
     # docs/parity_ops.md: running the suite
     ".venv/bin/pytest": ("co", None),
     '.venv/bin/pytest -k "dit and step"': ("co", None),
