@@ -6,6 +6,22 @@ DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml runtimes/py_ort/pyproject
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# PyPI's torch wheel brings its CUDA libraries (the venv is 7.6 GB, 4.3 GB of it nvidia-*), and pip holds every
+# downloaded wheel until it has installed them all: the install needs about SETUP_GB free. pip's own cache would keep
+# a second copy of those wheels for good, so it is off (a later install downloads again). The check fails early with
+# the figures rather than pip's "No space left on device" halfway; DISK_CHECK=0 skips it.
+export PIP_NO_CACHE_DIR := 1
+SETUP_GB ?= 12
+DISK_CHECK ?= 1
+DISK_CHECK_CMD = if [ "$(DISK_CHECK)" != 0 ]; then \
+	free_kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	if [ -n "$$free_kb" ] && [ "$$free_kb" -lt $$(( $(SETUP_GB) * 1024 * 1024 )) ]; then \
+		echo "make: $$(( free_kb / 1024 / 1024 )) GB free on $$(df -P . | awk 'NR==2 {print $$6}'), the venv's install needs about $(SETUP_GB) GB" \
+			"(torch with its CUDA wheels from PyPI: 7.6 GB installed, the downloaded wheels on top while pip works)." \
+			"Free some space, or run with DISK_CHECK=0 to try anyway." >&2; \
+		exit 1; \
+	fi; \
+fi
 # pytest-xdist workers: 2 on the 2-core CI machine; override with `make test XDIST=0`.
 XDIST ?= 2
 PYTEST_XDIST := $(if $(filter 0,$(XDIST)),,-n $(XDIST) --dist loadgroup)
@@ -26,6 +42,7 @@ FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --chec
 setup: $(DEPS_STAMP)
 
 $(DEPS_STAMP): pyproject.toml runtimes/py_ort/pyproject.toml
+	@$(DISK_CHECK_CMD)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q -e runtimes/py_ort -e ".[reference,test,mp3]"
