@@ -6,8 +6,10 @@
  *
  *   run_case ONNX_DIR CASE_JSON LIBONNXRUNTIME OUT_DIR
  *
- * Build (see Makefile beside this file): onnxruntime_c_api.h comes from the Go module
- * github.com/yalue/onnxruntime_go@v1.27.0 (`go mod download`), never from a committed copy.
+ * OUT_DIR is created if missing (not its parents). Wrong arguments: a usage line and exit status 2; a failed
+ * call: its message and exit status 1. Build with the Makefile beside this file (`make`, `make run`; README.md):
+ * onnxruntime_c_api.h comes from the Go module github.com/yalue/onnxruntime_go@v1.27.0 (`go mod download`),
+ * never from a committed copy.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
@@ -15,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 
 #include "acestep_runtime.h"
 #include "onnxruntime_c_api.h"
@@ -191,8 +195,15 @@ static char *read_file(const char *path) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) die("usage: run_case ONNX_DIR CASE_JSON LIBONNXRUNTIME OUT_DIR");
+  if (argc != 5) {
+    fprintf(stderr, "usage: run_case ONNX_DIR CASE_JSON LIBONNXRUNTIME OUT_DIR\n");
+    return 2;
+  }
   const char *onnx_dir = argv[1], *out_dir = argv[4];
+  if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
+    fprintf(stderr, "run_case: cannot create %s: %s\n", out_dir, strerror(errno));
+    return 1;
+  }
   if (ace_abi_version() != 1) die("library ABI is not 1");
 
   void *ort_lib = dlopen(argv[3], RTLD_NOW | RTLD_LOCAL);
