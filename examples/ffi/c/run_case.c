@@ -414,7 +414,19 @@ int main(int argc, char **argv) {
   char wav[4096];
   snprintf(wav, sizeof wav, "%s/out.wav", out_dir);
   ace_check(ace_write_wav(ctx, wav, decoded, channels * filled, channels), "ace_write_wav");
-  printf("{\"case\": \"%s\", \"batch\": %lld, \"frames\": %lld, \"steps\": %lld, \"samples\": %zu}\n", argv[2],
+  /* the summary line's case id: the request's "id" string as the library wrote it (JSON-escaped; cut at an
+   * escaped quote, up to 255 bytes: a summary only) */
+  char id[256] = "?";
+  const char *at = strstr(req, "\"id\":");
+  if (at) {
+    at = strchr(at + 5, '"');
+    const char *end = at ? strchr(at + 1, '"') : NULL;
+    if (end && (size_t)(end - at - 1) < sizeof id) {
+      memcpy(id, at + 1, (size_t)(end - at - 1));
+      id[end - at - 1] = '\0';
+    }
+  }
+  printf("{\"case\": \"%s\", \"batch\": %lld, \"frames\": %lld, \"steps\": %lld, \"samples\": %zu}\n", id,
          (long long)batch, (long long)frames, (long long)steps, filled);
   ace_string_free(req);
   ace_free_context((AceContext *)ctx);

@@ -3,10 +3,19 @@
 // capture point as .npy files (the names of the Python runtime's captures).
 //
 //   node run_case.js LIBACESTEP_RUNTIME ONNX_DIR CASE_JSON OUT_DIR
+//
+// Wrong arguments: a usage line and exit status 2; a failed call: its message and exit status 1 (README.md).
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
+
+const USAGE = 'usage: node run_case.js LIBACESTEP_RUNTIME ONNX_DIR CASE_JSON OUT_DIR';
+if (process.argv.length !== 6) {
+  console.error(USAGE);
+  process.exit(2);
+}
+// after the usage check: without `npm ci` (README.md) these fail with MODULE_NOT_FOUND
 const koffi = require('koffi');
 const ort = require('onnxruntime-node');
 
@@ -70,7 +79,6 @@ const prod = (shape) => shape.reduce((a, b) => a * b, 1);
 
 async function main() {
   const [libPath, onnxDir, casePath, outDir] = process.argv.slice(2);
-  if (!outDir) throw new Error('usage: node run_case.js LIBACESTEP_RUNTIME ONNX_DIR CASE_JSON OUT_DIR');
   const lib = loadLibrary(libPath);
   if (lib.abi() !== 1) throw new Error('library ABI is not 1');
   const ctx = lib.create(JSON.stringify({ onnx_dir: onnxDir }));

@@ -447,6 +447,13 @@ def main(argv: list[str] | None = None) -> int:
         host = Host(args.onnx_dir, args.lib)
         case = json.loads(args.case.read_text(encoding="utf-8"))
         caps = host.run_case(case)
+        for target in (args.out, args.dump):
+            if target is not None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+        if args.out:
+            host.context.write_wav(args.out, caps["audio"][0])
+        if args.dump:
+            np.savez(args.dump, **caps)
     except (AceError, OSError, ValueError, RecursionError, FloatingPointError) as exc:
         print(f"acestep_ffi: error: {exc}", file=sys.stderr)
         return 2
@@ -454,10 +461,6 @@ def main(argv: list[str] | None = None) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"acestep_ffi: error: ONNX Runtime: {first}", file=sys.stderr)
         return 2
-    if args.out:
-        host.context.write_wav(args.out, caps["audio"][0])
-    if args.dump:
-        np.savez(args.dump, **caps)
     print(json.dumps({"library": host.library.version(), "case": case.get("id"),
                       "audio_shape": list(caps["audio"].shape)}))
     return 0
