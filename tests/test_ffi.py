@@ -6,8 +6,9 @@
   structured JSON error, never a crash (every entry point and argument of the header: tests/test_ffi_abi_table.py);
 * the Python host (the ``dll`` backend): every capture of every case equal to py_ort's, max_abs recorded
   (the per-tensor / per-step gates of ``dll~py_ort`` and ``dll~torch`` run in ``tests/test_parity.py``);
-* the C and Node.js hosts run one whole case each, captures bit-equal to py_ort; the C# host (Mono) replays
-  recorded inputs through the library and must equal Python bit for bit.
+* the C, Node.js and C# (Mono, ``RunCase.cs``: ONNX Runtime's C API through P/Invoke) hosts run one whole case
+  each, captures bit-equal to py_ort; the C# ``ReplayHost.cs`` replays recorded inputs (LM constraints included)
+  through the library and must equal Python bit for bit.
 
 Tests that need the library skip, saying how to build it, where it is not built (``make test`` builds it).
 """
@@ -470,8 +471,7 @@ def test_csharp_host_replays_recorded_inputs_bit_equal(library, dll, py_ort, lm_
 
     mcs, mono = shutil.which("mcs"), shutil.which("mono")
     if mcs is None or mono is None:
-        pytest.skip("Mono is not installed (apt-get install mono-mcs mono-runtime); NuGet is unreachable, so the "
-                    "C# host replays recorded inputs through the library")
+        pytest.skip("Mono is not installed (apt-get install mono-mcs mono-runtime)")
     exe = tmp_path / "ReplayHost.exe"
     build = subprocess.run([mcs, "-nologo", "-warnaserror", f"-out:{exe}", str(EXAMPLES / "csharp" / "ReplayHost.cs")],
                            capture_output=True, text=True, timeout=300)
@@ -509,6 +509,74 @@ def test_csharp_host_replays_recorded_inputs_bit_equal(library, dll, py_ort, lm_
     final = json.loads((replay / "out_lm_final.json").read_text(encoding="utf-8"))
     assert final["metadata_json"] == str(lm_ref["lm_metadata"]) and final["text"] == str(lm_ref["lm_text"])
     record_property("lm_steps", int(len(lm_ref["lm_tokens"])))
+
+
+def _mono() -> tuple[str, str]:
+    mcs, mono = shutil.which("mcs"), shutil.which("mono")
+    if mcs is None or mono is None:
+        pytest.skip("Mono is not installed (apt-get install mono-mcs mono-runtime; `make host-deps` does it as root)")
+    return mcs, mono
+
+
+def test_csharp_host_runs_a_case_bit_equal(library, dll, py_ort, tmp_path, record_property):
+    """``RunCase.cs``: the whole case in C#, ONNX Runtime through its C API (the wheel's libonnxruntime, the OrtApi
+    table through delegates), the rest through the library; every capture bit-equal to py_ort."""
+    import time
+
+    from acestep_ort.host.case import load_case
+
+    mcs, mono = _mono()
+    exe = tmp_path / "RunCase.exe"
+    build = subprocess.run([mcs, "-nologo", "-warnaserror", f"-out:{exe}", str(EXAMPLES / "csharp" / "RunCase.cs")],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    usage = subprocess.run([mono, str(exe)], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: "), usage.stderr
+    case = paths.CASES_DIR / "text2music_02.json"
+    out = tmp_path / "out"
+    started = time.monotonic()
+    run = subprocess.run([mono, str(exe), str(dll.onnx_dir), str(case), str(_onnxruntime_dylib()), str(out)],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "LD_LIBRARY_PATH": str(library.parent)})
+    record_property("seconds", round(time.monotonic() - started, 2))
+    assert run.returncode == 0, run.stdout + run.stderr
+    info = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (info["case"], info["batch"]) == ("text2music_02", 2), info
+    worst = _compare_dumps(out, py_ort.run_case(load_case(case)).arrays)
+    record_property("max_abs", json.dumps(worst))
+    assert not {k: v for k, v in worst.items() if v}, worst
+    assert (out / "out.wav").stat().st_size > 58
+
+
+def test_csharp_ort_slots_match_the_header(tmp_path, record_property):
+    """Every ``OrtSlot`` of RunCase.cs is ``offsetof(OrtApi, name) / sizeof(void *)`` of the header the C host
+    is built with (a wrong slot would call another function)."""
+    text = (EXAMPLES / "csharp" / "RunCase.cs").read_text(encoding="utf-8")
+    body = re.search(r"static class OrtSlot\s*\{(.*?)\}", text, re.S).group(1)
+    slots = dict((name, int(index)) for name, index in re.findall(r"public const int (\w+) = (\d+);", body))
+    assert len(slots) >= 20, slots
+    exe = tmp_path / "slots"
+    make, cc = shutil.which("make"), shutil.which("cc") or shutil.which("gcc")
+    if make is None or cc is None:
+        pytest.skip("make and a C compiler are needed to read the header's offsets")
+    header = TOOL_CACHE / "gomod" / ORT_GO_MODULE
+    if not (header / "onnxruntime_c_api.h").is_file():
+        if shutil.which("go") is None:
+            pytest.skip(f"`go` is needed to fetch onnxruntime_c_api.h ({ORT_GO_MODULE})")
+        fetch = subprocess.run([make, "-C", str(C_MAKEFILE.parent), "header", f"TOOL_CACHE={TOOL_CACHE}"],
+                               capture_output=True, text=True, timeout=300)
+        assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+    source = tmp_path / "slots.c"
+    source.write_text("#include <stddef.h>\n#include <stdio.h>\n#include \"onnxruntime_c_api.h\"\nint main(void) {\n"
+                      + "".join(f'  printf("{n} %zu\\n", offsetof(OrtApi, {n}) / sizeof(void *));\n' for n in slots)
+                      + "  return 0;\n}\n", encoding="utf-8")
+    build = subprocess.run([cc, "-I", str(header), str(source), "-o", str(exe)], capture_output=True, text=True,
+                           timeout=120)
+    assert build.returncode == 0, build.stderr
+    printed = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    actual = {printed[i]: int(printed[i + 1]) for i in range(0, len(printed), 2)}
+    record_property("slots", len(slots))
+    assert actual == slots, {k: (slots[k], actual.get(k)) for k in slots if actual.get(k) != slots[k]}
 
 
 SESSION_OPTION_FIELDS = ("intra_op_num_threads", "inter_op_num_threads", "execution_mode", "graph_optimization_level",

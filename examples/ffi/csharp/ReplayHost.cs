@@ -1,7 +1,7 @@
-// A C# (Mono) host of the ACE-Step C-ABI library. NuGet is out of reach here, so there is no managed ONNX
-// Runtime: this host replays recorded inputs of a run through the library's host logic (request preparation,
-// noise, scheduler steps on recorded vt, post-processing, LM constraints on recorded logits, metadata) and
-// writes the outputs for comparison with Python's, bit for bit.
+// A C# (Mono) replay host of the ACE-Step C-ABI library: it runs no graph (RunCase.cs beside it runs a whole
+// case on ONNX Runtime's C API), but replays recorded inputs of a py_ort run through the library's host logic
+// (request preparation, noise, scheduler steps on recorded vt, post-processing, LM constraints on recorded logits,
+// metadata) and writes the outputs for comparison with Python's, bit for bit (tests/test_ffi.py records them).
 //
 //   mcs -out:ReplayHost.exe ReplayHost.cs && LD_LIBRARY_PATH=<dir of libacestep_runtime.so> mono ReplayHost.exe DIR
 //
