@@ -55,19 +55,46 @@ def write_metrics(out_dir: Path, rows: list[Row]) -> tuple[Path, Path]:
     return json_path, csv_path
 
 
+def _tests(rows: list[Row]) -> set[str]:
+    """The tests the rows come from (a test may check several tensors; a row without a test id counts alone)."""
+    return {r.nodeid or f"{r.case}|{r.tensor}|{r.pair}|{r.profile}|{r.step}|{r.mode}" for r in rows}
+
+
+def count_phrase(rows: list[Row]) -> str:
+    """``"545 values in 333 tests, 16 values over the gate in 2 tests"``: values and tests counted apart (one
+    failing test may hold several failing values)."""
+    bad = [r for r in rows if r.verdict == "fail"]
+    text = f"{len(rows)} values in {len(_tests(rows))} tests, "
+    if not bad:
+        return text + "none over the gate"
+    failing_tests = len(_tests(bad))
+    return text + (f"{len(bad)} value{'s' if len(bad) != 1 else ''} over the gate in {failing_tests} "
+                   f"test{'s' if failing_tests != 1 else ''}")
+
+
 def summary_lines(rows: list[Row], provenance: list[str] | None = None) -> list[str]:
     tags = first_divergence(rows)
-    failed = sum(r.verdict == "fail" for r in rows)
-    lines = [f"acestep-parity: {len(rows)} measured values, {failed} over their gate"]
+    lines = [f"acestep-parity: {count_phrase(rows)}"]
     lines += [f"  {line}" for line in provenance or []]
+    by_pair: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        by_pair[f"{r.pair} ({r.profile})"].append(r)
     for pair, cells in matrix(rows).items():
-        worst = [r for group in cells.values() for r in group if r.metric in ("max_abs", "snr_db", "mismatches")]
-        bad = sum(r.verdict == "fail" for group in cells.values() for r in group)
+        group = by_pair[pair]
+        bad_tensors: dict[str, int] = defaultdict(int)
+        for r in group:
+            if r.verdict == "fail":
+                bad_tensors[r.tensor] += 1
+        parts = [count_phrase(group)]
+        if bad_tensors:
+            parts[0] += " (" + ", ".join(f"{t} {n}" for t, n in sorted(bad_tensors.items())) + ")"
         vt = [r for r in cells.get("vt", []) if r.metric == "max_abs"]
         audio = [r for r in cells.get("audio", []) if r.metric == "snr_db"]
-        detail = (f"vt max_abs {vt[0].value:.3g} (gate {vt[0].gate:g})" if vt else "") + (
-            f", audio SNR {audio[0].value:.1f} dB (gate {audio[0].gate:g})" if audio else "")
-        lines.append(f"  {pair}: {len(worst)} tensors/metrics, {bad} over the gate; {detail}".rstrip("; "))
+        worst = [f"vt max_abs {vt[0].value:.3g} (gate {vt[0].gate:g})"] if vt else []
+        worst += [f"audio SNR {audio[0].value:.1f} dB (gate {audio[0].gate:g})"] if audio else []
+        if worst:
+            parts.append("worst " + ", ".join(worst))
+        lines.append(f"  {pair}: " + "; ".join(parts))
     for key, tag in tags.items():
         if tag:
             case, pair, profile = key.split("|")
