@@ -12,11 +12,12 @@ import io
 import json
 from collections import defaultdict
 from dataclasses import asdict
+from html import escape
 from pathlib import Path
 
 import numpy as np
 
-from acestep_parity.parity import STAGES, Row
+from acestep_parity.parity import STAGES, TENSOR_STAGE, Row
 
 CSV_FIELDS = ("case", "step", "mode", "tensor", "pair", "profile", "metric", "value", "gate", "direction",
               "verdict", "stage", "gate_source", "nodeid")
@@ -120,50 +121,128 @@ def _figure(width: float = 6.0, height: float = 2.6, ncols: int = 1):
     return plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
 
 
-def step_curves_png(rows: list[Row], case: str, pair: str, profile: str) -> str | None:
-    """Per-step max_abs of vt/xt (teacher-forced and free-running) for one case, log scale, with gates."""
-    series = defaultdict(dict)
-    gates = {}
+STEP_AXES = {"DiT": "DiT denoising step", "LM": "LM token step"}
+
+
+def step_series(rows: list[Row], case: str, pair: str, profile: str) -> dict[str, dict[str, dict[int, float]]]:
+    """Per-step max_abs of one case, pair and profile, on two axes that never share a step number: ``"DiT"``
+    (denoising steps of vt / xt, per mode) and ``"LM"`` (5 Hz LM token steps: top-k logits)."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
     for r in rows:
-        if (r.case, r.pair, r.profile) == (case, pair, profile) and r.step is not None and r.metric == "max_abs":
-            series[f"{r.tensor} {r.mode}"][r.step] = max(r.value, 1e-12)
-            gates[r.tensor] = r.gate
+        if (r.case, r.pair, r.profile) != (case, pair, profile) or r.step is None or r.metric != "max_abs":
+            continue
+        axis = "LM" if r.stage == "LM" else "DiT"
+        label = r.tensor + (f" {r.mode}" if r.mode else "")
+        out.setdefault(axis, {}).setdefault(label, {})[r.step] = max(r.value, 1e-12)
+    return {axis: out[axis] for axis in STEP_AXES if axis in out}
+
+
+
+def step_curves_png(rows: list[Row], case: str, pair: str, profile: str) -> str | None:
+    """Per-step max_abs of vt/xt (teacher-forced and free-running) and of the LM's top-k logits for one case,
+    log scale, with gates (dashed) and failing steps (red x); DiT and LM steps on separate axes."""
+    series = step_series(rows, case, pair, profile)
     if not series:
         return None
-    fig, axes = _figure()
-    ax = axes[0][0]
-    for label, points in sorted(series.items()):
-        steps = sorted(points)
-        ax.semilogy(steps, [points[s] for s in steps], marker="o", label=label)
-    for _tensor, gate in gates.items():
-        ax.axhline(gate, linestyle="--", linewidth=0.8, color="gray")
-    ax.set_xlabel("step")
-    ax.set_ylabel("max_abs")
-    ax.set_title(f"{case} {pair} {profile}: per-step error (dashed: gate)")
-    ax.legend(fontsize=7)
+    mine = [r for r in rows if (r.case, r.pair, r.profile) == (case, pair, profile) and r.step is not None
+            and r.metric == "max_abs"]
+    fig, axes = _figure(6.0 * len(series), 2.6, len(series))
+    for ax, (axis, curves) in zip(axes[0], series.items(), strict=True):
+        for label, points in sorted(curves.items()):
+            steps = sorted(points)
+            ax.semilogy(steps, [points[s] for s in steps], marker="o", markersize=3, label=label)
+        on_axis = [r for r in mine if (r.stage == "LM") == (axis == "LM")]
+        for gate in sorted({r.gate for r in on_axis if r.gate > 0}):
+            ax.axhline(gate, linestyle="--", linewidth=0.8, color="gray")
+        bad = [r for r in on_axis if r.verdict == "fail"]
+        if bad:
+            ax.plot([r.step for r in bad], [max(r.value, 1e-12) for r in bad], "x", color="red", label="over gate")
+        ax.set_xlabel(STEP_AXES[axis])
+        ax.set_ylabel("max_abs")
+        ax.set_title(f"{case} {pair} {profile}: {axis} per-step error", fontsize=9)
+        ax.legend(fontsize=7)
     return _png(fig)
 
 
 MATRIX_TENSORS = (
     "text_token_ids", "text_attention_mask", "lyric_token_ids", "lyric_attention_mask", "text_hidden_states",
     "lyric_hidden_states", "encoder_hidden_states", "encoder_attention_mask", "context_latents", "noise", "schedule",
-    "vt", "xt", "pred_latents", "audio",
+    "vt", "xt", "pred_latents", "audio", "audio_decoded",
+    "lm_tokens", "lm_mask_digests", "lm_topk_logits", "lm_logits", "lm_metadata",
 )
-_COLOURS = {"fail": "#f4b6b6", "near": "#f9e3a3", "pass": "#c8ebc4"}
+# column headers of the matrix (the full name is in the header's title)
+SHORT_TENSOR = {
+    "text_token_ids": "txt ids", "text_attention_mask": "txt mask", "lyric_token_ids": "lyr ids",
+    "lyric_attention_mask": "lyr mask", "text_hidden_states": "txt hid", "lyric_hidden_states": "lyr hid",
+    "encoder_hidden_states": "enc hid", "encoder_attention_mask": "enc mask", "context_latents": "context",
+    "noise": "noise", "schedule": "sched", "vt": "vt", "xt": "xt", "pred_latents": "pred lat", "audio": "audio",
+    "audio_decoded": "decoded", "lm_tokens": "tokens", "lm_mask_digests": "masks", "lm_topk_logits": "top-k",
+    "lm_logits": "logits", "lm_metadata": "meta",
+}
+# cell states, furthest from passing last: background, text colour
+_COLOURS = {"low": ("#e3f4e0", "#234"), "pass": ("#b9e4b3", "#123"), "near": ("#f7d98b", "#420"),
+            "fail": ("#c0392b", "#fff")}
+_LEGEND = {"low": "under 10 % of the gate used", "pass": "under half", "near": "over half",
+           "fail": "over the gate"}
+CELL_CHARS = 8  # the longest text a matrix cell holds
+
+
+def _badness(row: Row) -> float:
+    if row.value != row.value:  # NaN: as far from passing as it gets
+        return float("inf")
+    return row.value if row.direction == "max" else -row.value
 
 
 def _worst(group: list[Row]) -> Row:
     """The row furthest from passing: the largest value of a ``max`` metric, the smallest of a ``min`` one."""
-    return max(group, key=lambda r: r.value if r.direction == "max" else -r.value)
+    return max(group, key=_badness)
 
 
 def _closeness(row: Row) -> float:
     """How much of the gate a passing value uses (1 = on the gate). dB metrics: 6 dB of margin counts as half."""
+    if row.value != row.value:
+        return float("inf")
     if row.metric.endswith("_db"):
         return 10 ** (-(row.value - row.gate) / 20) if row.direction == "min" else 10 ** ((row.value - row.gate) / 20)
     if row.direction == "max":
         return 0.0 if row.gate == 0 and row.value == 0 else (row.value / row.gate if row.gate else float("inf"))
     return (1 - row.value) / (1 - row.gate) if row.gate < 1 and row.value <= 1 else 0.0
+
+
+def _sci(value: float) -> str:
+    """``3.4e-6``: two significant digits, the exponent without its sign padding."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def short_value(row: Row) -> str:
+    """A cell's number in at most ``CELL_CHARS`` characters: ``3.4e-6``, ``0.012``, ``16``, ``110 dB``,
+    ``1-2.1e-7`` (a correlation just under 1)."""
+    v = row.value
+    if v != v:
+        return "nan"
+    if row.metric.endswith("_db"):
+        return ("inf" if v > 0 else "-inf") + " dB" if abs(v) == float("inf") else f"{v:.0f} dB"
+    if abs(v) == float("inf"):
+        return "inf" if v > 0 else "-inf"
+    if row.direction == "min" and row.gate < 1 and 0 <= v <= 1:  # a correlation: the distance from 1 matters
+        return "1" if v == 1 else ("1-" + _sci(1 - v) if 1 - v < 0.01 else f"{v:.4f}"[:CELL_CHARS])
+    if v == int(v) and abs(v) < 1e6:
+        return str(int(v))
+    if 0.01 <= abs(v) < 1000:
+        return f"{v:.3g}"
+    return _sci(v)
+
+
+def _state(worst: list[Row]) -> str:
+    if any(r.verdict == "fail" for r in worst):
+        return "fail"
+    closest = max(_closeness(r) for r in worst)
+    return "near" if closest > 0.5 else "pass" if closest > 0.1 else "low"
+
+
+def _where(row: Row) -> str:
+    return row.case + ("" if row.step is None else f" step {row.step}") + ("" if row.mode is None else f" {row.mode}")
 
 
 def matrix(rows: list[Row]) -> dict[str, dict[str, list[Row]]]:
@@ -177,54 +256,114 @@ def matrix(rows: list[Row]) -> dict[str, dict[str, list[Row]]]:
     return out
 
 
+def matrix_columns(rows: list[Row]) -> list[str]:
+    """Every tensor measured, in pipeline order (known captures first, then the rest by name)."""
+    present = {r.tensor for r in rows}
+    return [t for t in MATRIX_TENSORS if t in present] + sorted(present - set(MATRIX_TENSORS))
+
+
+def matrix_cells(rows: list[Row]) -> dict[str, dict[str, dict]]:
+    """``{pair: {tensor: cell}}``; a cell holds ``text`` (the headline metric's worst value, at most
+    ``CELL_CHARS`` characters), ``state`` (low / pass / near / fail), ``title`` (every metric's worst value
+    against its gate, where it was measured, the counts) and ``failing`` (its rows over the gate)."""
+    all_rows: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        all_rows[(f"{r.pair} ({r.profile})", r.tensor)].append(r)
+    out: dict[str, dict[str, dict]] = {}
+    for pair, cells in matrix(rows).items():
+        for tensor, worst in cells.items():
+            group = all_rows[(pair, tensor)]
+            failing = [r for r in group if r.verdict == "fail"]
+            # the headline: a failing metric first, else the one using most of its gate
+            head = max(worst, key=lambda r: (r.verdict == "fail", _closeness(r)))
+            lines = [f"{tensor} · {pair}"]
+            for r in sorted(worst, key=lambda r: r is not head):
+                share = _closeness(r)
+                used = f"{share:.0%} of the gate" if share == share and share != float("inf") else "over the gate"
+                value = (f"1-{1 - r.value:.2g}" if r.metric == "pearson" and 0 <= 1 - r.value < 0.01
+                         else f"{r.value:.4g}")
+                lines.append(f"{r.metric} {value} {'≤' if r.direction == 'max' else '≥'} {r.gate:g} "
+                             f"({'FAIL, ' if r.verdict == 'fail' else ''}{used}), worst at {_where(r)}")
+            lines.append(count_phrase(group))
+            out.setdefault(pair, {})[tensor] = {"text": short_value(head), "state": _state(worst),
+                                                "title": "\n".join(lines), "failing": failing, "metric": head.metric}
+    return out
+
+
+_MATRIX_CSS = """<style>
+.parity-matrix{border-collapse:collapse;font-size:11px;color:#111;margin:4px 0}
+.parity-matrix th,.parity-matrix td{border:1px solid #bbb;padding:2px 4px;white-space:nowrap}
+.parity-matrix td{text-align:right;font-variant-numeric:tabular-nums;min-width:3.6em}
+.parity-matrix th{background:#f2f2f2;font-weight:600}
+.parity-matrix th.pair{text-align:left}
+.parity-matrix th.kind{text-align:left;background:#ddd;font-weight:normal;font-style:italic}
+.parity-matrix td.fail{font-weight:bold;outline:2px solid #7b1d12;outline-offset:-2px}
+.parity-matrix td a{color:inherit}
+.parity-legend span{display:inline-block;padding:0 6px;margin-right:4px;border:1px solid #bbb;color:#111}
+.parity-failures{color:#111}
+</style>"""
+
+
 def matrix_html(rows: list[Row], provenance: list[str] | None = None) -> list[str]:
-    """The pair x tensor matrix the HTML report opens with: the worst value of each gated metric against its
-    gate, coloured (red: over the gate, amber: more than half of it used, green), failing cells linked to the
-    list of their failing rows below. A ``~golden`` row compares with the frozen golden (possibly another CPU); the
-    other rows are live pairs run in this session on this machine."""
-    table = matrix(rows)
-    if not table:
+    """The pair x tensor matrix the HTML report opens with, compact enough for a laptop screen: each cell the
+    worst value of its headline metric (a failing one first, else the one using most of its gate) as a short
+    number, coloured by how much of the gate it uses, every metric with its gate and where it was worst in the
+    cell's tooltip, failing cells (red, bold, outlined) linked to the list of their failing rows below. A
+    ``~golden`` row compares with the frozen golden (possibly another CPU); the other rows are live pairs run in
+    this session on this machine."""
+    cells = matrix_cells(rows)
+    if not cells:
         return []
-    tensors = [t for t in MATRIX_TENSORS if any(t in cells for cells in table.values())]
-    tensors += sorted({t for cells in table.values() for t in cells} - set(tensors))
-    head = "".join(f"<th>{t}</th>" for t in tensors)
+    tensors = matrix_columns(rows)
+    stages: list[tuple[str, int]] = []
+    for t in tensors:
+        stage = TENSOR_STAGE.get(t, "other")
+        if stages and stages[-1][0] == stage:
+            stages[-1] = (stage, stages[-1][1] + 1)
+        else:
+            stages.append((stage, 1))
+    head = ("<tr><th rowspan=2 class=pair>pair</th>" + "".join(f"<th colspan={n}>{s}</th>" for s, n in stages)
+            + "</tr><tr>" + "".join(f"<th title='{escape(t)}'>{escape(SHORT_TENSOR.get(t, t[:CELL_CHARS]))}</th>"
+                                    for t in tensors) + "</tr>")
     body, failures = [], []
-    for pair, cells in table.items():
-        kind = "golden (frozen)" if "~golden" in pair else "live (this machine)"
-        line = [f"<tr><th style='text-align:left'>{pair}<br><small>{kind}</small></th>"]
-        for tensor in tensors:
-            worst = cells.get(tensor)
-            if not worst:
-                line.append("<td></td>")
-                continue
-            if any(r.verdict == "fail" for r in worst):
-                state = "fail"
-            elif any(_closeness(r) > 0.5 for r in worst):
-                state = "near"
-            else:
-                state = "pass"
-            text = "<br>".join(
-                f"{r.metric} {r.value:.3g} {'&le;' if r.direction == 'max' else '&ge;'} {r.gate:g}" for r in worst)
-            if state == "fail":
-                anchor = f"fail-{len(failures)}"
-                failing = [r for r in rows if f"{r.pair} ({r.profile})" == pair and r.tensor == tensor
-                           and r.verdict == "fail"]
-                failures.append((anchor, pair, tensor, failing))
-                text = f"<a href='#{anchor}'>{text}</a>"
-            line.append(f"<td style='background:{_COLOURS[state]};font-size:80%'>{text}</td>")
-        body.append("".join(line) + "</tr>")
-    html = ["<h2>Parity matrix</h2>", "<p>Worst value of each gated metric over every case, step and mode, "
-            "against its gate from cases/tolerances.json. Red: over the gate; amber: more than half the gate "
-            "used; green: within half. <b>Live</b> pairs compare two runs made in this session on this machine; "
-            "<b>golden</b> pairs compare with the frozen golden.</p>"]
+    kinds = (("live", "live: two runs made in this session on this machine"),
+             ("golden", "golden: against the frozen golden (possibly made on another CPU)"))
+    for kind, label in kinds:
+        pairs = [p for p in cells if ("~golden" in p) == (kind == "golden")]
+        if pairs:
+            body.append(f"<tr><th class=kind colspan={len(tensors) + 1}>{label}</th></tr>")
+        for pair in pairs:
+            line = [f"<tr><th class=pair>{escape(pair)}</th>"]
+            for tensor in tensors:
+                cell = cells[pair].get(tensor)
+                if not cell:
+                    line.append("<td title='not measured'></td>")
+                    continue
+                background, colour = _COLOURS[cell["state"]]
+                text = escape(cell["text"])
+                if cell["failing"]:
+                    anchor = f"fail-{len(failures)}"
+                    failures.append((anchor, pair, tensor, cell["failing"]))
+                    text = f"<a href='#{anchor}'>{text}</a>"
+                line.append(f"<td class='{cell['state']}' data-metric='{cell['metric']}' "
+                            f"style='background:{background};color:{colour}' title='{escape(cell['title'])}'>"
+                            f"{text}</td>")
+            body.append("".join(line) + "</tr>")
+    legend = "".join(f"<span style='background:{_COLOURS[s][0]};color:{_COLOURS[s][1]}'>{text}</span>"
+                     for s, text in _LEGEND.items())
+    html = [_MATRIX_CSS, "<h2>Parity matrix</h2>",
+            f"<p class=parity-legend>{count_phrase(rows)}. Each cell: the worst value over every case, step and "
+            f"mode of the metric closest to its gate (cases/tolerances.json); hover for every metric, its gate and "
+            f"where it was worst; click a failing cell for its rows. {legend}</p>",
+            f"<table class=parity-matrix>{head}{''.join(body)}</table>"]
     if provenance:
-        html.append("<p>" + "<br>".join(provenance) + "</p>")
-    html.append(f"<table border=1 style='border-collapse:collapse'><tr><th>pair</th>{head}</tr>{''.join(body)}</table>")
+        html.append("<p>" + "<br>".join(escape(line) for line in provenance) + "</p>")
     for anchor, pair, tensor, failing in failures:
         items = "".join(
-            f"<li>{r.case}{'' if r.step is None else f' step {r.step}'}{'' if r.mode is None else f' {r.mode}'}: "
-            f"{r.metric} = {r.value:.6g} (gate {r.gate:g}) — <code>{r.nodeid}</code></li>" for r in failing)
-        html.append(f"<h4 id='{anchor}'>{pair} · {tensor}: {len(failing)} failing value(s)</h4><ul>{items}</ul>")
+            f"<li>{escape(_where(r))}: {r.metric} = {r.value:.6g} (gate {r.gate:g}) — <code>{escape(r.nodeid)}</code>"
+            "</li>" for r in failing)
+        html.append(f"<div class=parity-failures><h4 id='{anchor}'>{escape(pair)} · {tensor}: {len(failing)} "
+                    f"failing value(s) in {len(_tests(failing))} test(s)</h4><ul>{items}</ul></div>")
     return html
 
 
@@ -232,14 +371,24 @@ def summary_html(rows: list[Row], provenance: list[str] | None = None) -> list[s
     html = matrix_html(rows, provenance)
     tags = first_divergence(rows)
     failing = {k: v for k, v in tags.items() if v}
-    html.append(f"<h2>Parity</h2><p>{len(rows)} measured values; {len(failing)} case/pair group(s) diverge"
+    html.append(f"<h2>Parity</h2><p>{count_phrase(rows)}; {len(failing)} case/pair group(s) diverge"
                 + "".join(f"<br>{k.replace('|', ' ')}: first divergence <b>{v}</b>" for k, v in failing.items())
                 + "</p>")
     groups = sorted({(r.case, r.pair, r.profile) for r in rows if r.step is not None})
+    plots, exact = [], []
     for case, pair, profile in groups:
+        if all(r.value == 0 for r in rows if (r.case, r.pair, r.profile) == (case, pair, profile)
+               and r.step is not None):
+            exact.append(f"{case} {pair} {profile}")  # a flat line at zero says nothing a sentence cannot
+            continue
         png = step_curves_png(rows, case, pair, profile)
         if png:
-            html.append(f'<img alt="{case} per-step error" src="data:image/png;base64,{png}"/>')
+            plots.append(f'<img alt="{case} {pair} per-step error" src="data:image/png;base64,{png}"/>')
+    if plots or exact:
+        html.append("<h2>Per-step error</h2><p>DiT denoising steps and LM token steps on separate axes; dashed: "
+                    "the gates; red x: a step over its gate."
+                    + (f" Exact (0) at every step: {escape(', '.join(exact))}." if exact else "") + "</p>")
+        html.extend(plots)
     return html
 
 
@@ -298,3 +447,4 @@ def failure_extras(tensor: str, ref: np.ndarray, cand: np.ndarray, rows: list[Ro
                     f"<tr><th>metric</th><th>value</th><th>gate</th><th>verdict</th></tr>{table}</table>"),
         extras.png(failure_png(tensor, ref, cand), name=f"{tensor} difference"),
     ]
+
