@@ -41,7 +41,7 @@ from acestep_parity.fixtures import (
     tolerances,
 )
 from acestep_parity.parametrize import parity_parametrize
-from acestep_parity.reporter import ParityReporter, attach_failure_plot
+from acestep_parity.reporter import ParityReporter, attach_failure_plot, shorten_parity_failure
 
 # The fixtures pytest registers from this module (and the helpers test files may import from here).
 __all__ = [
@@ -101,4 +101,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     if call.when == "call":
-        attach_failure_plot(item, outcome.get_result())
+        report = outcome.get_result()
+        shorten_parity_failure(item, call, report)
+        attach_failure_plot(item, report)

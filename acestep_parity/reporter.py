@@ -53,6 +53,29 @@ def attach_failure_plot(item: pytest.Item, report: pytest.TestReport) -> None:
         report.sections.append(("parity plot", f"could not draw plot: {exc}"))
 
 
+def shorten_parity_failure(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport) -> None:
+    """A failed gate (``parity.ParityFailure``) reads as a few lines: the check's message, the mode, the worst
+    element and the test line (``reports.failure_text``), not pytest's long traceback through the ``check``
+    fixture with the reprs of every fixture and array. An explicit ``--tb`` (other than auto) keeps pytest's."""
+    if not report.failed or call.excinfo is None or not call.excinfo.errisinstance(parity.ParityFailure):
+        return
+    if item.config.getoption("tbstyle", "auto") != "auto":
+        return
+    try:
+        from acestep_parity import reports
+
+        rows = ref = cand = None
+        if PLOT_KEY in item.stash:
+            _tensor, ref, cand, rows = item.stash[PLOT_KEY]
+        test_path = getattr(item, "path", None)
+        frames = [e for e in call.excinfo.traceback if test_path is not None and e.path == test_path]
+        rel = item.location[0]
+        location = f"{rel}:{frames[-1].lineno + 1}" if frames else f"{rel}::{item.name}"
+        report.longrepr = reports.failure_text(str(call.excinfo.value), rows, ref, cand, location)
+    except Exception as exc:  # the short form must never hide the verdict: keep pytest's traceback
+        report.sections.append(("parity failure", f"could not shorten the failure: {exc}"))
+
+
 class ParityReporter:
     """Collects rows on the controller (xdist workers' reports included) and writes the reports at the end."""
 

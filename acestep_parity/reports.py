@@ -448,3 +448,37 @@ def failure_extras(tensor: str, ref: np.ndarray, cand: np.ndarray, rows: list[Ro
         extras.png(failure_png(tensor, ref, cand), name=f"{tensor} difference"),
     ]
 
+
+def worst_element(ref: np.ndarray, cand: np.ndarray) -> str | None:
+    """``"worst element [0, 7, 5] of (1, 128, 64): reference 0.4522, candidate 0.4532 (|diff| 0.001)"``: where
+    the largest difference is (a NaN counts as the largest); None when the shapes differ or nothing differs."""
+    ref, cand = np.asarray(ref), np.asarray(cand)
+    if ref.shape != cand.shape or not ref.size:
+        return None
+    diff = np.abs(ref.astype(np.float64) - cand.astype(np.float64))
+    flat = int(np.argmax(np.where(np.isnan(diff), np.inf, diff)))
+    if not diff.flat[flat] and not np.isnan(diff.flat[flat]):
+        return None
+    index = [int(i) for i in np.unravel_index(flat, ref.shape)]
+    return (f"worst element {index} of {tuple(ref.shape)}: reference {ref.flat[flat]:.7g}, candidate "
+            f"{cand.flat[flat]:.7g} (|diff| {diff.flat[flat]:.3g})")
+
+
+def failure_text(message: str, rows: list[Row] | None = None, ref: np.ndarray | None = None,
+                 cand: np.ndarray | None = None, location: str = "") -> str:
+    """A failed parity check in a few lines, for the terminal and the report, instead of a traceback full of
+    fixture reprs: the check's message (stage, case, tensor, step, pair, profile, each failing metric against its
+    gate), then the mode, the worst element, the metrics within their gate and the test line."""
+    lines = [message]
+    rows = rows or []
+    detail = [f"mode {rows[0].mode}"] if rows and rows[0].mode else []
+    element = worst_element(ref, cand) if ref is not None and cand is not None else None
+    detail += [element] if element else []
+    if detail:
+        lines.append("  " + "; ".join(detail))
+    passed = [r for r in rows if r.verdict != "fail"]
+    if passed:
+        lines.append("  within the gate: " + ", ".join(f"{r.metric}={r.value:.4g}" for r in passed))
+    if location:
+        lines.append(f"  at {location} (--tb=long for the traceback)")
+    return "\n".join(lines)

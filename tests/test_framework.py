@@ -101,6 +101,10 @@ def test_wrong_golden_value_fails_exactly_the_affected_tests(tmp_path, parity_se
     assert re.search(r"data:image/png;base64,", html)  # ... with a plot
     assert "Parity matrix" in html and "torch~golden (fp32)" in html  # ... under the pair matrix
     assert "this machine:" in html and "golden frozen on:" in html  # ... beside where the golden came from
+    # the terminal tells each failed gate in a few lines (issue 20.7), not a traceback of fixture reprs
+    failures = proc.stdout[proc.stdout.index("= FAILURES ="):proc.stdout.index("acestep-parity:")]
+    assert "worst element [0, 7, 5]" in failures and "tests/test_parity.py:" in failures
+    assert "Case(" not in failures and "array(" not in failures and len(failures.splitlines()) <= 12
 
 
 def test_tolerance_override_needs_reason(tmp_path):

@@ -1,12 +1,13 @@
 """The parity report's layout on synthetic rows (issue 20.7): a matrix with every pair x tensor column whose cells
 hold a short number (details in the tooltip), failing cells marked, values and tests counted apart, summary
-lines without stray separators, DiT and LM steps on separate axes."""
+lines without stray separators, DiT and LM steps on separate axes, a failed gate told in a few lines."""
 
 from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
 from acestep_parity import reports
@@ -188,6 +189,26 @@ def test_dit_and_lm_steps_on_separate_axes():
     assert reports.step_curves_png(rows, "text2music_01", LIVE, "fp32")
     dit_only = [r for r in rows if r.stage != "LM"]
     assert set(reports.step_series(dit_only, "text2music_01", LIVE, "fp32")) == {"DiT"}
+
+
+def test_failure_text_is_short_and_names_the_worst_element():
+    ref = np.zeros((1, 4, 3), dtype=np.float32)
+    cand = ref.copy()
+    cand[0, 2, 1] = 1e-3
+    rows = [_row("vt", "max_abs", 1e-3, step=2, mode="teacher"), _row("vt", "rmse", 1e-6, step=2, mode="teacher")]
+    text = reports.failure_text("[DiT] text2music_01 vt step 2 (py_ort~torch, fp32): max_abs=0.001 fails max_abs "
+                                "<= 6e-05 (default)", rows, ref, cand, "tests/test_parity.py:48")
+    lines = text.splitlines()
+    assert len(lines) <= 4
+    assert lines[0].startswith("[DiT] text2music_01 vt step 2")
+    assert "mode teacher" in lines[1] and "worst element [0, 2, 1] of (1, 4, 3)" in lines[1]
+    assert "within the gate: rmse=1e-06" in text and "tests/test_parity.py:48" in text
+    assert "array(" not in text and "Case(" not in text  # no fixture reprs
+    nan = cand.copy()
+    nan[0, 0, 0] = np.nan
+    assert "[0, 0, 0]" in reports.worst_element(ref, nan)
+    assert reports.worst_element(ref, ref) is None
+    assert reports.worst_element(ref, ref[0]) is None
 
 
 def test_matrix_cell_text_is_visible_text_only():
