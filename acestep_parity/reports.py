@@ -262,6 +262,21 @@ def matrix_columns(rows: list[Row]) -> list[str]:
     return [t for t in MATRIX_TENSORS if t in present] + sorted(present - set(MATRIX_TENSORS))
 
 
+def _finite(x: float) -> float:
+    return x if x == x and x != float("inf") else 0.0
+
+
+def column_metrics(table: dict[str, dict[str, list[Row]]]) -> dict[str, str]:
+    """``{tensor: metric}``: the metric a column's passing cells show, the one that comes closest to its gate
+    anywhere in the column (ties: the first by name)."""
+    best: dict[str, dict[str, float]] = defaultdict(dict)
+    for cells in table.values():
+        for tensor, worst in cells.items():
+            for r in worst:
+                best[tensor][r.metric] = max(best[tensor].get(r.metric, 0.0), _finite(_closeness(r)))
+    return {t: max(sorted(m), key=lambda k: m[k]) for t, m in best.items()}
+
+
 def matrix_cells(rows: list[Row]) -> dict[str, dict[str, dict]]:
     """``{pair: {tensor: cell}}``; a cell holds ``text`` (the headline metric's worst value, at most
     ``CELL_CHARS`` characters), ``state`` (low / pass / near / fail), ``title`` (every metric's worst value
@@ -269,13 +284,15 @@ def matrix_cells(rows: list[Row]) -> dict[str, dict[str, dict]]:
     all_rows: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
         all_rows[(f"{r.pair} ({r.profile})", r.tensor)].append(r)
+    table = matrix(rows)
+    shown = column_metrics(table)
     out: dict[str, dict[str, dict]] = {}
-    for pair, cells in matrix(rows).items():
+    for pair, cells in table.items():
         for tensor, worst in cells.items():
             group = all_rows[(pair, tensor)]
             failing = [r for r in group if r.verdict == "fail"]
-            # the headline: a failing metric first, else the one using most of its gate
-            head = max(worst, key=lambda r: (r.verdict == "fail", _closeness(r)))
+            # the headline: a failing metric first, else the column's metric, so a column reads one metric
+            head = max(worst, key=lambda r: (r.verdict == "fail", r.metric == shown[tensor], _closeness(r)))
             lines = [f"{tensor} · {pair}"]
             for r in sorted(worst, key=lambda r: r is not head):
                 share = _closeness(r)
@@ -315,6 +332,7 @@ def matrix_html(rows: list[Row], provenance: list[str] | None = None) -> list[st
     if not cells:
         return []
     tensors = matrix_columns(rows)
+    shown = column_metrics(matrix(rows))
     stages: list[tuple[str, int]] = []
     for t in tensors:
         stage = TENSOR_STAGE.get(t, "other")
@@ -323,8 +341,9 @@ def matrix_html(rows: list[Row], provenance: list[str] | None = None) -> list[st
         else:
             stages.append((stage, 1))
     head = ("<tr><th rowspan=2 class=pair>pair</th>" + "".join(f"<th colspan={n}>{s}</th>" for s, n in stages)
-            + "</tr><tr>" + "".join(f"<th title='{escape(t)}'>{escape(SHORT_TENSOR.get(t, t[:CELL_CHARS]))}</th>"
-                                    for t in tensors) + "</tr>")
+            + "</tr><tr>" + "".join(f"<th title='{escape(t)}: cells show {shown.get(t, '')}'>"
+                                    f"{escape(SHORT_TENSOR.get(t, t[:CELL_CHARS]))}</th>" for t in tensors)
+            + "</tr>")
     body, failures = [], []
     kinds = (("live", "live: two runs made in this session on this machine"),
              ("golden", "golden: against the frozen golden (possibly made on another CPU)"))
@@ -353,8 +372,9 @@ def matrix_html(rows: list[Row], provenance: list[str] | None = None) -> list[st
                      for s, text in _LEGEND.items())
     html = [_MATRIX_CSS, "<h2>Parity matrix</h2>",
             f"<p class=parity-legend>{count_phrase(rows)}. Each cell: the worst value over every case, step and "
-            f"mode of the metric closest to its gate (cases/tolerances.json); hover for every metric, its gate and "
-            f"where it was worst; click a failing cell for its rows. {legend}</p>",
+            f"mode of its column's metric (the one closest to its gate; a failing metric where one fails), coloured "
+            f"by the most of a gate (cases/tolerances.json) any of its metrics uses; hover a header for the metric, "
+            f"a cell for every metric, its gate and where it was worst; click a failing cell for its rows. {legend}</p>",
             f"<table class=parity-matrix>{head}{''.join(body)}</table>"]
     if provenance:
         html.append("<p>" + "<br>".join(escape(line) for line in provenance) + "</p>")

@@ -56,6 +56,7 @@ class _Cells(HTMLParser):
     def __init__(self):
         super().__init__()
         self.headers: list[str] = []
+        self.shows: list[str] = []
         self.cells: list[dict] = []
         self._td: dict | None = None
         self._in_matrix = False
@@ -67,7 +68,8 @@ class _Cells(HTMLParser):
         if not self._in_matrix:
             return
         if tag == "th" and a.get("title"):
-            self.headers.append(a["title"])
+            self.headers.append(a["title"].split(":")[0])
+            self.shows.append(a["title"].split("cells show ")[-1])
         if tag == "td":
             self._td = {"class": a.get("class") or "", "title": a.get("title") or "", "text": "", "link": False}
         if tag == "a" and self._td is not None:
@@ -113,6 +115,9 @@ def test_cells_are_short_numbers_with_details_in_the_title():
     assert vt["text"] == "1.4e-5"
     assert "max_abs 1.36e-05 ≤ 6e-05 (23% of the gate), worst at text2music_01 step 3 teacher" in vt["title"]
     assert "16 values in 8 tests, none over the gate" in vt["title"]  # two metrics per test
+    # a column reads one metric: audio shows the max_abs (6 % of its gate used), not the SNR (3 %)
+    assert parsed.shows[list(reports.MATRIX_TENSORS).index("audio")] == "max_abs"
+    assert {c["text"] for c in parsed.cells if c["title"].startswith("audio ·")} == {"3.9e-6"}
     audio = next(c for c in parsed.cells if c["title"].startswith(f"audio · {LIVE}"))
     assert "snr_db 110.1 ≥ 80" in audio["title"] and "pearson 1-1.3e-07" in audio["title"]
 
