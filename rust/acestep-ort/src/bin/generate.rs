@@ -174,7 +174,12 @@ fn cmd_generate(args: &Cli) -> Result<()> {
         }
     }
     let ort_total: f64 = sessions.values().map(|(s, _)| s).sum();
-    let stages: Vec<String> = caps.timings.iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
+    // lm_tokens is the planner's token count, carried among the timings (as in the Python host), not seconds
+    let stages: Vec<String> = caps
+        .timings
+        .iter()
+        .map(|(k, v)| if k == "lm_tokens" { format!("{k} {v:.0}") } else { format!("{k} {v:.2}s") })
+        .collect();
     println!("timings: load {load_s:.2}s, {}", stages.join(", "));
     let per_graph: Vec<String> = sessions.iter().map(|(g, (s, n))| format!("{g} {s:.3}s/{n}")).collect();
     println!(
@@ -220,6 +225,8 @@ fn find_tolerances(case_path: &Path) -> Option<PathBuf> {
 /// max_abs per capture against `<golden>/<checkpoint id>/<case>.npz` when it exists (informational; the
 /// gates live in cases/tolerances.json and pytest applies them).
 fn parity_summary(engine: &Engine, case: &Case, arrays: &Arrays, golden_dir: &Path, tolerances: Option<&Tolerances>) {
+    // this binary is the Rust runtime: its captures against the golden are the pair rust~golden
+    const PAIR: &str = "rust~golden";
     let Some(cid) = engine.manifest.as_ref().and_then(|m| m["checkpoint_id"].as_str()) else { return };
     let path = golden_dir.join(cid).join(format!("{}.npz", case.id));
     if !path.is_file() {
@@ -254,11 +261,11 @@ fn parity_summary(engine: &Engine, case: &Case, arrays: &Arrays, golden_dir: &Pa
         }
         let max_abs = ours.to_f64().iter().zip(reference.to_f64()).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
         let gate = tolerances
-            .and_then(|t| t.gates("py_ort~golden", "fp32", &name, Some(&case.id)).ok())
+            .and_then(|t| t.gates(PAIR, "fp32", &name, Some(&case.id)).ok())
             .and_then(|g| g.get("max_abs").or_else(|| g.get("mismatches")).map(|g| g.value));
         match gate {
             Some(g) => println!(
-                "  {name:24} max_abs {max_abs:.3e}  (py_ort~golden gate {g:e}: {})",
+                "  {name:24} max_abs {max_abs:.3e}  ({PAIR} fp32 gate {g:e}: {})",
                 if max_abs <= g { "ok" } else { "OVER" }
             ),
             None => println!("  {name:24} max_abs {max_abs:.3e}"),
