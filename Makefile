@@ -63,7 +63,9 @@ test: setup host-deps rust-test
 
 # Branch coverage of the host logic, per module (not part of `make test`): the host unit tests over
 # acestep_ort/host, import-cases and tolerances, and separately what the shared FSM vectors (lm_fsm.json) reach of
-# lm_fsm.py. Reports in $(REPORTS)/coverage/ (text + HTML).
+# lm_fsm.py; then the Rust crates acestep-core and acestep-ffi (scripts/rust_coverage.sh: cargo-llvm-cov with
+# Debian's LLVM of rustc's version, branches on nightly), and what the same vectors reach of lm_fsm.rs.
+# Reports in $(REPORTS)/coverage/ (text + HTML).
 COVERAGE_INCLUDE := runtimes/py_ort/acestep_ort/host/*,acestep_parity/import_cases.py,acestep_parity/tolerances.py
 COVERAGE_TESTS := tests/test_host_logic.py tests/test_lm_host.py tests/test_noise.py tests/test_case_contract.py \
 	tests/test_import_mapping.py tests/test_cases_anywhere.py tests/test_folder_integrity.py
@@ -76,6 +78,8 @@ coverage: setup
 	$(PY) -m coverage run --branch --data-file=$(REPORTS)/coverage/fsm.data --include="*/host/lm_fsm.py" \
 		-m acestep_parity.lm_vectors
 	$(PY) -m coverage report -m --data-file=$(REPORTS)/coverage/fsm.data | tee $(REPORTS)/coverage/fsm_vectors.txt
+	@if [ -n "$(HAVE_CARGO)" ]; then CARGO=$(CARGO) bash scripts/rust_coverage.sh $(REPORTS)/coverage; \
+	else echo "cargo missing: no Rust coverage"; fi
 
 # Parity at real size, opt-in (docs/realsize.md; never part of `make test`): a real checkpoint or the full synthetic
 # preset (`acestep-parity synth --preset full --out DIR`). Header check, per-graph export (each graph in a child
