@@ -20,6 +20,7 @@ equality exactly. Kept small (the tiny synthetic LM's vocabulary has ~1,100 ids)
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -146,6 +147,20 @@ RANDOM_RUNS = (
      "options": {"skip_caption": True, "skip_language": True, "stop_at_reasoning": True}},
 )
 
+# A grid of free-running runs over the FSM's options, each with its own seed: max_duration 10 (the duration tree
+# at its low end; 600 added no branch), user values in some fields and not others, both phases the Rust port has (not "codes") and every
+# skip / target / stop option. It reaches branches the named runs above leave out (measured by `make coverage`:
+# rust_fsm_vectors.txt, fsm_vectors.txt).
+RANDOM_GRID = tuple(
+    {"name": f"random_grid_{i:02d}", "seed": 100 + i, "max_duration": max_duration, "user_metadata": user,
+     "options": options}
+    for i, (max_duration, user, options) in enumerate(itertools.product(
+        (10,),
+        ({}, {"bpm": "120", "keyscale": "F# minor"}, {"duration": "30", "timesignature": "3", "language": "en"}),
+        ({}, {"generation_phase": "cot"}, {"generation_phase": "cot", "skip_genres": True, "skip_caption": True},
+         {"skip_language": True, "target_duration": 12.0}, {"stop_at_reasoning": True}),
+    )))
+
 
 def _random_run(tok: RecordingTokenizer, genres: list[str], spec: dict) -> dict:
     tables = FsmTables(tok, genres, spec["max_duration"])
@@ -155,8 +170,17 @@ def _random_run(tok: RecordingTokenizer, genres: list[str], spec: dict) -> dict:
     rng = np.random.Generator(np.random.PCG64(spec["seed"]))
     steps, history = [], []
     for _ in range(RANDOM_STEPS):
-        ids = sorted(int(i) for i in rng.choice(vocab, size=RANDOM_K, replace=False))
+        ids = [int(i) for i in rng.choice(vocab, size=RANDOM_K, replace=False)]
         values = (rng.standard_normal(RANDOM_K) * 4).astype(np.float32)
+        if fsm.state == S.LANGUAGE_VALUE and not fsm.accumulated_token_ids:
+            # the FSM takes the top-1 among the languages' first tokens; left at FILL they would tie exactly, and a
+            # tie resolves by Python's set order upstream and by the lowest id in Rust (docs/lm_planner.md): each
+            # gets a value of its own, as model logits do
+            extra = sorted(set(tables.language_tree.get((), ())) - set(ids))
+            ids += extra
+            values = np.concatenate([values, (rng.standard_normal(len(extra)) * 4).astype(np.float32)])
+        order = np.argsort(ids, kind="stable")
+        ids, values = [ids[i] for i in order], values[order]
         rec, chosen = _step_record(fsm, ids, values, vocab, history, None)
         history.append(chosen)
         steps.append(rec)
@@ -269,7 +293,7 @@ def lm_fsm_vectors(checkpoint: Path | None = None) -> dict | None:
     genres = load_genres(genres_text)
     cases = [c for c in discover_cases(paths.CASES_DIR) if c.task == "simple_mode"]
     runs = [r for r in (_case_run(tok, genres, checkpoint, c) for c in cases) if r is not None]
-    runs += [_random_run(tok, genres, spec) for spec in RANDOM_RUNS]
+    runs += [_random_run(tok, genres, spec) for spec in RANDOM_RUNS + RANDOM_GRID]
     runs += [_directed_run(tok, genres, spec) for spec in DIRECTED_RUNS]
     # every suffix of every fixed string (the Rust tables precompute them; Python asks lazily)
     tables = FsmTables(tok, genres, 600)
