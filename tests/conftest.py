@@ -25,6 +25,17 @@ def onnx_artifacts(parity_session) -> Path:
 
 
 @pytest.fixture(scope="session")
+def library() -> Path:
+    """The built C-ABI library ``libacestep_runtime.so`` (the FFI tests and the example hosts' READMEs)."""
+    from acestep_parity.backends.dll import BUILD_HINT, find_library
+
+    lib = find_library()
+    if lib is None:
+        pytest.skip(f"libacestep_runtime.so is not built; {BUILD_HINT}")
+    return lib
+
+
+@pytest.fixture(scope="session")
 def onnx_manifest(onnx_artifacts: Path) -> dict:
     return json.loads((onnx_artifacts / "manifest.json").read_text(encoding="utf-8"))
 

@@ -38,7 +38,6 @@ import pytest
 from test_readme_commands import _env, _sandbox
 
 from acestep_parity import paths
-from acestep_parity.backends.dll import BUILD_HINT, find_library
 
 ROOT = paths.REPO_ROOT
 EXAMPLES = ROOT / "examples" / "ffi"
@@ -144,14 +143,6 @@ def _run_blocks(blocks: list[Block], cwd: Path, env: dict[str, str], record_prop
         got = {line.strip() for line in proc.stdout.splitlines()}
         missing = [line for line in block.output if line not in got]
         assert not missing, f"{where}: documented output not printed: {missing}\n---\n{proc.stdout[-3000:]}"
-
-
-@pytest.fixture(scope="module")
-def library() -> Path:
-    lib = find_library()
-    if lib is None:
-        pytest.skip(f"libacestep_runtime.so is not built; {BUILD_HINT}")
-    return lib
 
 
 def _clone_sandbox(tmp_path: Path) -> Path:

@@ -29,7 +29,7 @@ import pytest
 from parity_test_helpers import backend_or_skip
 
 from acestep_parity import paths
-from acestep_parity.backends.dll import BUILD_HINT, find_library, load_host_module
+from acestep_parity.backends.dll import load_host_module
 
 ABI_SYMBOLS = paths.REPO_ROOT / "rust" / "acestep-ffi" / "abi" / "v1.symbols"
 HEADER = paths.REPO_ROOT / "include" / "acestep_runtime.h"
@@ -45,14 +45,6 @@ LM_CAPTURES = (
     "lm_margins", "lm_text", "lm_metadata",
 )
 TOOL_CACHE = Path(os.environ.get("ACESTEP_TOOL_CACHE", Path.home() / ".cache" / "acestep-parity"))
-
-
-@pytest.fixture(scope="module")
-def library() -> Path:
-    lib = find_library()
-    if lib is None:
-        pytest.skip(f"libacestep_runtime.so is not built; {BUILD_HINT}")
-    return lib
 
 
 @pytest.fixture(scope="module")
