@@ -228,6 +228,8 @@ fn parity_summary(engine: &Engine, case: &Case, arrays: &Arrays, golden_dir: &Pa
     // this binary is the Rust runtime: its captures against the golden are the pair rust~golden
     const PAIR: &str = "rust~golden";
     let Some(cid) = engine.manifest.as_ref().and_then(|m| m["checkpoint_id"].as_str()) else { return };
+    // a derived folder's manifest names its profile (exporters/profiles/derive.py); the fp32 export's names none
+    let profile = engine.manifest.as_ref().and_then(|m| m["profile"].as_str()).unwrap_or("fp32");
     let path = golden_dir.join(cid).join(format!("{}.npz", case.id));
     if !path.is_file() {
         return;
@@ -245,9 +247,17 @@ fn parity_summary(engine: &Engine, case: &Case, arrays: &Arrays, golden_dir: &Pa
         }
     };
     println!(
-        "parity vs golden {}{}:",
+        "parity vs golden {}{}{}:",
         path.display(),
-        if stale { " (STALE: the case file changed since)" } else { "" }
+        if stale { " (STALE: the case file changed since)" } else { "" },
+        if profile == "fp32" {
+            String::new()
+        } else {
+            format!(
+                " (profile {profile}: a gate where it has a max_abs one; its lossy gates are \
+                     cosine / SNR, which `pytest --backend rust --profile {profile}` checks)"
+            )
+        }
     );
     for name in golden.names().to_vec() {
         let Some(ours) = arrays.get(&name) else { continue };
@@ -261,11 +271,11 @@ fn parity_summary(engine: &Engine, case: &Case, arrays: &Arrays, golden_dir: &Pa
         }
         let max_abs = ours.to_f64().iter().zip(reference.to_f64()).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
         let gate = tolerances
-            .and_then(|t| t.gates(PAIR, "fp32", &name, Some(&case.id)).ok())
+            .and_then(|t| t.gates(PAIR, profile, &name, Some(&case.id)).ok())
             .and_then(|g| g.get("max_abs").or_else(|| g.get("mismatches")).map(|g| g.value));
         match gate {
             Some(g) => println!(
-                "  {name:24} max_abs {max_abs:.3e}  ({PAIR} fp32 gate {g:e}: {})",
+                "  {name:24} max_abs {max_abs:.3e}  ({PAIR} {profile} gate {g:e}: {})",
                 if max_abs <= g { "ok" } else { "OVER" }
             ),
             None => println!("  {name:24} max_abs {max_abs:.3e}"),
