@@ -137,7 +137,6 @@ def step_series(rows: list[Row], case: str, pair: str, profile: str) -> dict[str
     return {axis: out[axis] for axis in STEP_AXES if axis in out}
 
 
-
 def step_curves_png(rows: list[Row], case: str, pair: str, profile: str) -> str | None:
     """Per-step max_abs of vt/xt (teacher-forced and free-running) and of the LM's top-k logits for one case,
     log scale, with gates (dashed) and failing steps (red x); DiT and LM steps on separate axes."""

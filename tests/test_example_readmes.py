@@ -25,7 +25,6 @@ packages.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from parity_test_helpers import ORT_GO_MODULE, ORT_HEADER, TOOL_CACHE
 from test_readme_commands import _env, _sandbox
 
 from acestep_parity import paths
@@ -43,8 +43,6 @@ ROOT = paths.REPO_ROOT
 EXAMPLES = ROOT / "examples" / "ffi"
 HOSTS = ("c", "csharp", "node", "python")
 KINDS = ("clone", "dist")
-TOOL_CACHE = Path(os.environ.get("ACESTEP_TOOL_CACHE", Path.home() / ".cache" / "acestep-parity"))
-ORT_HEADER = TOOL_CACHE / "gomod" / "github.com/yalue/onnxruntime_go@v1.27.0" / "onnxruntime_c_api.h"
 TIMEOUT = 600
 
 
@@ -118,7 +116,7 @@ def _toolchain(host: str) -> None:
     need = {"c": ["make", "cc"], "node": ["node", "npm"], "csharp": ["mcs", "mono"], "python": []}[host]
     missing = [tool for tool in need if shutil.which(tool) is None]
     if host == "c" and shutil.which("go") is None and not ORT_HEADER.is_file():
-        missing.append("go (to fetch onnxruntime_c_api.h, github.com/yalue/onnxruntime_go@v1.27.0)")
+        missing.append(f"go (to fetch onnxruntime_c_api.h, {ORT_GO_MODULE})")
     if missing:
         pytest.skip(f"the {host} host's README needs {', '.join(missing)}")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parity_test_helpers import backend_or_skip
+from parity_test_helpers import ORT_GO_MODULE, ORT_HEADER, TOOL_CACHE, backend_or_skip
 
 from acestep_parity import paths
 from acestep_parity.backends.dll import load_host_module
@@ -44,7 +44,6 @@ LM_CAPTURES = (
     "lm_prompt_ids", "lm_tokens", "lm_logits", "lm_topk_ids", "lm_topk_logits", "lm_allowed", "lm_mask_digests",
     "lm_margins", "lm_text", "lm_metadata",
 )
-TOOL_CACHE = Path(os.environ.get("ACESTEP_TOOL_CACHE", Path.home() / ".cache" / "acestep-parity"))
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +265,6 @@ def _onnxruntime_dylib() -> Path:
 
 
 C_MAKEFILE = EXAMPLES / "c" / "Makefile"
-# the Go module that carries ONNX Runtime 1.23's onnxruntime_c_api.h (the Makefile's ORT_GO_MODULE)
-ORT_GO_MODULE = "github.com/yalue/onnxruntime_go@v1.27.0"
 
 
 def _build_c_host(library: Path, exe: Path, flags: list[str]) -> subprocess.CompletedProcess:
@@ -276,7 +273,7 @@ def _build_c_host(library: Path, exe: Path, flags: list[str]) -> subprocess.Comp
     make, cc = shutil.which("make"), shutil.which("cc") or shutil.which("gcc")
     if make is None or cc is None:
         pytest.skip("the C host needs make and a C compiler (cc/gcc)")
-    if shutil.which("go") is None and not (TOOL_CACHE / "gomod" / ORT_GO_MODULE / "onnxruntime_c_api.h").is_file():
+    if shutil.which("go") is None and not ORT_HEADER.is_file():
         pytest.skip(f"the C host needs `go` to fetch onnxruntime_c_api.h ({ORT_GO_MODULE})")
     return subprocess.run([make, "-C", str(C_MAKEFILE.parent), f"EXE={exe}", f"ACESTEP_LIB_DIR={library.parent}",
                            f"TOOL_CACHE={TOOL_CACHE}", f"CC={cc}", f"CFLAGS={' '.join(flags)}"],

@@ -178,9 +178,11 @@ def test_onnxruntime_pins_move_together():
     cargo = (root / "rust/acestep-ort/Cargo.toml").read_text(encoding="utf-8")
     dylib = (root / "rust/acestep-ort/src/dylib.rs").read_text(encoding="utf-8")
     c_host = (root / "examples/ffi/c/run_case.c").read_text(encoding="utf-8")
+    csharp_host = (root / "examples/ffi/csharp/RunCase.cs").read_text(encoding="utf-8")
     assert onnxruntime.__version__ == wheel_pin
     assert node["dependencies"]["onnxruntime-node"] == wheel_pin
     assert lock["packages"]["node_modules/onnxruntime-node"]["version"] == wheel_pin
     assert re.search(r'features = \[[^\]]*"api-(\d+)"', cargo).group(1) == minor
     assert re.search(r"pub const MIN_ORT_MINOR: u32 = (\d+);", dylib).group(1) == minor
     assert re.search(r"#define ORT_API_WANTED (\d+)", c_host).group(1) == minor
+    assert re.search(r"const uint ApiWanted = (\d+);", csharp_host).group(1) == minor
