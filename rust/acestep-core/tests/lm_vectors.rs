@@ -2,6 +2,9 @@
 //! `python -m acestep_parity.rust_vectors` (see `acestep_parity/lm_vectors.py` for what each run holds).
 //! Every step must give the same allowed set (ids or SHA-256 digest), the same masked values bit for bit and,
 //! for free-running runs, the same greedy token; the tokenizer answers only the `encode` calls Python made.
+//! Runs may use a toy vocabulary (`toy_vocabs`: newline id 0 or none, no audio codes, unencodable field names,
+//! ...) and a genres list of their own; runs marked `python_only` (the codes phase, which the Rust FSM does not
+//! have, and a vocabulary without eos, which `LmVocab` cannot express) are skipped here, by name and reason.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -106,21 +109,43 @@ fn genres_list_equals_python() {
     assert_eq!(load_genres(v["genres_text"].as_str().expect("text")), want);
 }
 
+/// What the Rust FSM cannot run, by design (docs/lm_planner.md): the reason a run says, and which runs may say it.
+const PYTHON_ONLY: [(&str, &str); 2] = [("codes phase", "python_codes_phase_"), ("no eos", "python_no_eos_")];
+
 #[test]
 fn fsm_steps_equal_python() {
     let v = vectors();
-    let vocab = Recorded::new(&v["vocab"]);
-    let genres = load_genres(v["genres_text"].as_str().expect("text"));
+    let main = Recorded::new(&v["vocab"]);
+    let toys: HashMap<String, Recorded> = v["toy_vocabs"]
+        .as_object()
+        .expect("toy_vocabs")
+        .iter()
+        .filter(|(_, t)| t["eos"].is_u64())
+        .map(|(k, t)| (k.clone(), Recorded::new(t)))
+        .collect();
     let fill = bits(&v["fill_bits"])[0];
     let runs = v["runs"].as_array().expect("runs");
     assert!(runs.len() >= 10, "expected the 5 simple_mode cases and the random runs, got {}", runs.len());
     let mut steps_checked = 0;
+    let mut skipped = Vec::new();
     for run in runs {
         let name = run["name"].as_str().expect("name");
+        if let Some(reason) = run.get("python_only").and_then(Value::as_str) {
+            let known = PYTHON_ONLY.iter().any(|(r, prefix)| *r == reason && name.starts_with(prefix));
+            assert!(known, "{name}: python_only {reason:?} is not a documented Rust gap");
+            skipped.push(name);
+            continue;
+        }
+        let vocab = match run.get("vocab").and_then(Value::as_str) {
+            Some(toy) => toys.get(toy).unwrap_or_else(|| panic!("{name}: toy vocabulary {toy}")),
+            None => &main,
+        };
+        let genres_text = run.get("genres_text").unwrap_or(&v["genres_text"]).as_str().expect("genres_text");
+        let genres = load_genres(genres_text);
         let max_duration = run["max_duration"].as_i64().expect("max_duration");
-        let tables = Arc::new(FsmTables::new(&vocab, &genres, max_duration).unwrap_or_else(|e| panic!("{name}: {e}")));
+        let tables = Arc::new(FsmTables::new(vocab, &genres, max_duration).unwrap_or_else(|e| panic!("{name}: {e}")));
         let user = string_map(&run["user_metadata"]);
-        let mut fsm = LmFsm::with_options(tables.clone(), &vocab, &user, options(&run["options"]))
+        let mut fsm = LmFsm::with_options(tables.clone(), vocab, &user, options(&run["options"]))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let teacher = run["teacher_forced"].as_bool().expect("teacher_forced");
         for (step, rec) in run["steps"].as_array().expect("steps").iter().enumerate() {
@@ -142,7 +167,8 @@ fn fsm_steps_equal_python() {
             let want: Vec<u32> = bits(&rec["masked_bits"]).iter().map(|x| x.to_bits()).collect();
             assert_eq!(masked, want, "{name} step {step}: masked logits at the stored ids");
             let token = rec["token"].as_u64().expect("token") as u32;
-            if !teacher {
+            let forced = rec.get("forced").and_then(Value::as_bool).unwrap_or(false);
+            if !teacher && !forced {
                 assert_eq!(argmax(&row) as u32, token, "{name} step {step}: greedy token");
             }
             fsm.update(token).unwrap_or_else(|e| panic!("{name} step {step}: {e}"));
@@ -154,6 +180,57 @@ fn fsm_steps_equal_python() {
         }
     }
     assert!(steps_checked > 500, "only {steps_checked} steps checked");
+    assert!(skipped.len() <= 3, "python_only runs {skipped:?}");
+}
+
+/// What both FSMs refuse to build (Python's ValueError, Rust's FsmError, same message), and the Rust API's own
+/// refusals (a logits row of the wrong length, a token outside the vocabulary), which Python's numpy port has no
+/// check for (it would raise IndexError or broadcast); an unknown user-metadata field, which Python ignores and
+/// Rust refuses.
+#[test]
+fn refusals_equal_python() {
+    let v = vectors();
+    let vocab = Recorded::new(&v["vocab"]);
+    let refusals = v["refusals"].as_array().expect("refusals");
+    assert_eq!(refusals.len(), 3);
+    for item in refusals {
+        let name = item["name"].as_str().expect("name");
+        let genres = load_genres(item["genres_text"].as_str().expect("genres_text"));
+        let max_duration = item["max_duration"].as_i64().expect("max_duration");
+        let err = FsmTables::new(&vocab, &genres, max_duration).err().unwrap_or_else(|| panic!("{name}: accepted"));
+        let want = item["error"].as_str().expect("error");
+        let got = err.to_string();
+        match err {
+            FsmError::NoGenres => assert_eq!(got, want, "{name}"),
+            // Python's message names the value and the range as Rust's does, in its own words
+            FsmError::MaxDuration(d) => {
+                assert_eq!(d, max_duration, "{name}");
+                assert!(want.contains(&format!("max_duration {max_duration} is outside 10..600")), "{name}: {want}");
+                assert!(got.contains(&format!("max_duration {max_duration} is outside 10..600")), "{name}: {got}");
+            }
+            other => panic!("{name}: {other}"),
+        }
+    }
+    let genres = load_genres(v["genres_text"].as_str().expect("text"));
+    let tables = Arc::new(FsmTables::new(&vocab, &genres, 600).expect("tables"));
+    let mut fsm = LmFsm::new(tables, &vocab, &BTreeMap::new()).expect("fsm");
+    let mut short = vec![0.0f32; vocab.size - 1];
+    assert!(matches!(fsm.apply(&mut short), Err(FsmError::VocabSize { got, want }) if got + 1 == want));
+    let row = vec![0.0f32; vocab.size];
+    let allowed = fsm.allowed(&row).expect("allowed");
+    assert_eq!(allowed.iter().filter(|a| **a).count(), 1, "<think> is one token: one id allowed");
+    let first = allowed.iter().position(|a| *a).expect("one allowed") as u32;
+    assert_eq!(vocab.decode(&[first]).expect("decode"), "<think>");
+    assert!(matches!(fsm.update(vocab.size as u32), Err(FsmError::Token(t)) if t == vocab.size as u32));
+    // the audio-code table: every id in range answers as the list says, an id past the vocabulary is none
+    let tables = FsmTables::new(&vocab, &genres, 600).expect("tables");
+    assert_eq!(tables.audio_code_ids.len(), 64, "the synthetic LM's <|audio_code_0..63|>");
+    for id in 0..=vocab.size as u32 {
+        assert_eq!(tables.is_audio_code(id), tables.audio_code_ids.contains(&id), "id {id}");
+    }
+    let user = BTreeMap::from([("tempo".to_string(), "90".to_string())]);
+    let tables = Arc::new(FsmTables::new(&vocab, &genres, 600).expect("tables"));
+    assert!(matches!(LmFsm::new(tables, &vocab, &user), Err(FsmError::UserField(f)) if f == "tempo"));
 }
 
 #[test]
