@@ -37,7 +37,7 @@ HAVE_CARGO := $(shell command -v $(CARGO) 2>/dev/null)
 # rustfmt is a rustup component; where it is missing the format check is skipped, not the build.
 FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; else echo "rustfmt missing: format check skipped"; fi
 
-.PHONY: setup run test lint coverage clean rust rust-test rust-lint header dist host-deps target-link realsize
+.PHONY: setup run test lint coverage fuzz clean rust rust-test rust-lint header dist host-deps target-link realsize
 
 setup: $(DEPS_STAMP)
 
@@ -61,8 +61,9 @@ test: setup host-deps rust-test
 	$(PY) -m pytest $(PYTEST_XDIST) --junitxml=$(REPORTS)/junit.xml --html=$(REPORTS)/report.html \
 		--self-contained-html --parity-report $(REPORTS)
 
-# Branch coverage of the host logic, per module (not part of `make test`): the host unit tests over
-# acestep_ort/host, import-cases and tolerances, and separately what the shared FSM vectors (lm_fsm.json) reach of
+# Branch coverage of the host logic, per module (not part of `make test`): the host unit tests and the shared FSM
+# vectors' generator (what test_rust_vectors_are_current runs) over acestep_ort/host, import-cases and tolerances,
+# and separately what the shared FSM vectors (lm_fsm.json) reach of
 # lm_fsm.py; then the Rust crates acestep-core and acestep-ffi (scripts/rust_coverage.sh: cargo-llvm-cov with
 # Debian's LLVM of rustc's version, branches on nightly), and what the same vectors reach of lm_fsm.rs.
 # Reports in $(REPORTS)/coverage/ (text + HTML).
@@ -73,6 +74,8 @@ coverage: setup
 	@mkdir -p $(REPORTS)/coverage
 	$(PY) -m coverage run --branch --data-file=$(REPORTS)/coverage/host.data --include="$(COVERAGE_INCLUDE)" \
 		-m pytest -q -p no:cacheprovider $(COVERAGE_TESTS) -k "not damaged and not record_serves and not rust"
+	$(PY) -m coverage run -a --branch --data-file=$(REPORTS)/coverage/host.data --include="$(COVERAGE_INCLUDE)" \
+		-m acestep_parity.lm_vectors
 	$(PY) -m coverage report --data-file=$(REPORTS)/coverage/host.data | tee $(REPORTS)/coverage/host.txt
 	$(PY) -m coverage html --data-file=$(REPORTS)/coverage/host.data -d $(REPORTS)/coverage/host-html -q
 	$(PY) -m coverage run --branch --data-file=$(REPORTS)/coverage/fsm.data --include="*/host/lm_fsm.py" \
@@ -80,6 +83,12 @@ coverage: setup
 	$(PY) -m coverage report -m --data-file=$(REPORTS)/coverage/fsm.data | tee $(REPORTS)/coverage/fsm_vectors.txt
 	@if [ -n "$(HAVE_CARGO)" ]; then CARGO=$(CARGO) bash scripts/rust_coverage.sh $(REPORTS)/coverage; \
 	else echo "cargo missing: no Rust coverage"; fi
+
+# The C-ABI library's libFuzzer targets (json, tensors, tokens) under AddressSanitizer, FUZZ_SECONDS each (default 240)
+# from an empty corpus (not part of `make test`; nightly Rust, cargo-fuzz pinned into the tool cache): summary, logs,
+# corpus and any crash input in ~/.cache/acestep-parity/fuzz/ (rust/acestep-ffi/fuzz/README.md).
+fuzz:
+	@if [ -n "$(HAVE_CARGO)" ]; then CARGO=$(CARGO) bash scripts/fuzz_asan.sh; else echo "cargo missing: no fuzzing"; exit 2; fi
 
 # Parity at real size, opt-in (docs/realsize.md; never part of `make test`): a real checkpoint or the full synthetic
 # preset (`acestep-parity synth --preset full --out DIR`). Header check, per-graph export (each graph in a child
