@@ -37,7 +37,7 @@ HAVE_CARGO := $(shell command -v $(CARGO) 2>/dev/null)
 # rustfmt is a rustup component; where it is missing the format check is skipped, not the build.
 FMT_CHECK = @if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; else echo "rustfmt missing: format check skipped"; fi
 
-.PHONY: setup run test lint coverage fuzz clean rust rust-test rust-lint header dist host-deps target-link realsize
+.PHONY: setup run test lint coverage fuzz mutants clean rust rust-test rust-lint header dist host-deps target-link realsize
 
 setup: $(DEPS_STAMP)
 
@@ -89,6 +89,13 @@ coverage: setup
 # corpus and any crash input in ~/.cache/acestep-parity/fuzz/ (rust/acestep-ffi/fuzz/README.md).
 fuzz:
 	@if [ -n "$(HAVE_CARGO)" ]; then CARGO=$(CARGO) bash scripts/fuzz_asan.sh; else echo "cargo missing: no fuzzing"; exit 2; fi
+
+# Mutation testing of the host logic (not part of `make test`; about an hour on 2 cores): mutmut (pyproject.toml's
+# `mutants` extra, scope in [tool.mutmut]) under the host unit tests and the shared-vectors check, then
+# cargo-mutants (pinned into the tool cache, scope in .cargo/mutants.toml) on acestep-core under its own tests, in
+# a target folder of its own. Counts, score and every surviving mutant in $(REPORTS)/mutants/ (scripts/mutants.sh).
+mutants: setup
+	CARGO=$(CARGO) bash scripts/mutants.sh $(if $(HAVE_CARGO),all,python)
 
 # Parity at real size, opt-in (docs/realsize.md; never part of `make test`): a real checkpoint or the full synthetic
 # preset (`acestep-parity synth --preset full --out DIR`). Header check, per-graph export (each graph in a child
