@@ -12,6 +12,7 @@ import platform
 import numpy as np
 import pytest
 
+from acestep_ort.host import noise
 from acestep_ort.host.noise import prepare_noise, torch_randn
 
 SEEDS = [0, 1, 42, 1234, 2**31 - 1, 2**32 - 1, 3_141_592, 271_828_182, 987_654_321]
@@ -155,3 +156,64 @@ def test_input_validation():
     with pytest.raises(TypeError):
         torch_randn((4,), 1.5)
     assert torch_randn((0, 64), 3).shape == (0, 64)
+
+
+# ------------------------------------------------------------------- mutants left alive by the tests above (make mutants)
+
+
+def _exact_fma_f32(a: np.float32, b: np.float32, c: np.float32) -> np.float32:
+    """a*b + c exactly (fractions), then rounded once to float32 (to nearest, ties to even)."""
+    from fractions import Fraction
+
+    exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+    lo = np.float32(float(exact))  # float() rounds to double: find the two float32 neighbours around it
+    lo = lo if Fraction(float(lo)) <= exact else np.nextafter(lo, np.float32(-np.inf))
+    hi = np.nextafter(lo, np.float32(np.inf)) if Fraction(float(lo)) != exact else lo
+    d_lo, d_hi = exact - Fraction(float(lo)), Fraction(float(hi)) - exact
+    if d_lo != d_hi:
+        return lo if d_lo < d_hi else hi
+    return lo if (lo.view(np.int32) & 1) == 0 else hi
+
+
+def test_fma_f32_rounds_once_where_double_rounding_would_not():
+    """``_fma_f32`` claims a correctly rounded a*b + c; the cases where rounding to float64 first lands exactly on
+    a float32 midpoint need its round-to-odd fix (1 + 2**-15 times 1 - 2**-15 is 1 - 2**-30)."""
+    f = np.float32
+    one_up, one_down, big = f(1 + 2**-15), f(1 - 2**-15), f(2**24 + 2)
+    crafted = [(one_up, one_down, -big), (one_up, -one_down, big), (one_up, one_down, big), (f(3), f(5), f(-7))]
+    rng = np.random.default_rng(3)
+    randoms = rng.standard_normal((200, 3)).astype(np.float32) * np.float32(1e3)
+    cases = crafted + [tuple(row) for row in randoms]
+    a, b, c = (np.array([case[i] for case in cases], dtype=np.float32) for i in range(3))
+    got = noise._fma_f32(a, b, c)
+    want = np.array([_exact_fma_f32(*case) for case in cases], dtype=np.float32)
+    assert got.dtype == np.float32
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    # the crafted ones: the naive float64-then-float32 sum is off by one float32 step there
+    naive = (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
+    assert list(naive[:2] != want[:2]) == [True, True]
+
+
+def test_box_muller_turns_negative_zero_into_positive_zero():
+    """A uniform of 0 in the radius half gives radius 0; times cos(pi) = -1 that is -0.0, which torch's fused
+    ``n * std + mean`` turns into +0.0."""
+    u = np.zeros((1, 16), dtype=np.float32)
+    u[0, 8:] = 0.5
+    out = noise._normal_fill_16_avx2(u)
+    assert np.all(out == 0) and not np.any(np.signbit(out))
+
+
+def test_prepare_noise_refusals_name_the_problem():
+    assert prepare_noise([3], 1, 1).shape == (1, 1, 1)  # the smallest noise there is
+    np.testing.assert_array_equal(prepare_noise([3], 1, 1).reshape(-1), torch_randn((1,), 3))
+    with pytest.raises(ValueError, match=r"^prepare_noise needs at least one seed$"):
+        prepare_noise([], 16)
+    with pytest.raises(ValueError, match=r"^latent_frames and channels must be positive, got 0, 64$"):
+        prepare_noise([1], 0)
+    with pytest.raises(ValueError, match=r"^latent_frames and channels must be positive, got 5, 0$"):
+        prepare_noise([1], 5, 0)
+    with pytest.raises(ValueError, match=r"^seed None would mean unseeded noise upstream; refusing \(not "
+                                         r"reproducible\)$"):
+        prepare_noise([1, None], 16)
+    with pytest.raises(ValueError, match=r"^negative seed -4 would mean unseeded noise upstream; refusing$"):
+        prepare_noise([1, -4], 16)

@@ -110,9 +110,11 @@ def _fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     p = np.asarray(a, _F32).astype(_F64) * np.asarray(b, _F32).astype(_F64)
     c64 = np.asarray(c, _F32).astype(_F64)
     s = p + c64
+    # TwoSum (Knuth): bv is the share of s that came from p, av the share from c64, each set against its own
+    # term (paired the other way round, err lost what lies below s's ulp where |p| << |c|: make mutants found it)
     bv = s - c64
     av = s - bv
-    err = (p - av) + (c64 - bv)
+    err = (p - bv) + (c64 - av)
     inexact_even = (err != 0) & ((s.view(np.int64) & 1) == 0)
     if inexact_even.any():
         s = np.where(inexact_even, np.nextafter(s, np.copysign(np.inf, err)), s)
