@@ -93,12 +93,36 @@ def test_a_read_only_folder_is_still_verified(tmp_path):
         folder.chmod(0o755)
 
 
+def test_the_record_is_written_beside_the_folder_whatever_the_temp_dir(tmp_path, monkeypatch):
+    import tempfile
+
+    folder, manifest = _folder(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-dir"))  # the system's is not used
+    assert verify_folder(folder, manifest) == 2
+    assert verify_folder(folder, manifest) == 0
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["g.onnx", "tok.json", RECORD])  # no temporary left
+
+
+def test_a_record_that_cannot_be_renamed_into_place_is_dropped(tmp_path, monkeypatch):
+    from acestep_ort.host import digests
+
+    folder, manifest = _folder(tmp_path)
+
+    def refuse(*_):
+        raise OSError("read-only")
+
+    monkeypatch.setattr(digests.os, "replace", refuse)
+    assert verify_folder(folder, manifest) == 2  # best effort: verified, nothing raised
+    assert sorted(p.name for p in folder.iterdir()) == ["g.onnx", "tok.json"]  # and its temporary file removed
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_audio_is_refused(bad):
     audio = np.zeros((1, 2, 100), np.float32)
     assert audio_post.check_finite(audio, "x") is audio
     audio[0, 1, 7] = bad
-    with pytest.raises(audio_post.NonFiniteAudioError, match="x returned 1 non-finite samples of 200"):
+    with pytest.raises(audio_post.NonFiniteAudioError, match=r"^x returned 1 non-finite samples of 200 \(NaN or "
+                       r"infinity\): the graph is damaged or the decode failed; no audio written$"):
         audio_post.check_finite(audio, "x")
 
 

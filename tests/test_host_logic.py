@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,75 @@ def test_anti_clip_and_normalization():
     assert np.allclose(clipped[0], [[0.25, -1.0]]) and np.all(clipped[1] == 0)
     norm = audio.normalize_peak(clipped)
     assert np.isclose(np.abs(norm[0]).max(), 10 ** (-1 / 20)) and np.all(norm[1] == 0)
+
+
+# ------------------------------------------------------------------- mutants left alive by the tests above (make mutants)
+
+
+def test_context_latents_one_frame_over_the_buffer_and_float32():
+    silence = np.arange(64 * 20, dtype=np.float64).reshape(1, 64, 20)  # float64 in: the graphs take float32
+    ctx = latents.context_latents(silence, 21, batch=1)
+    assert ctx.shape == (1, 21, 128) and ctx.dtype == np.float32
+    assert np.array_equal(ctx[0, 20, :64], silence[0, :, 0])  # frame 21 is the buffer's first again
+
+
+def test_timbre_reference_is_the_first_750_silence_frames_per_item():
+    silence = np.arange(64 * 800, dtype=np.float64).reshape(1, 64, 800)
+    ref, order = latents.timbre_reference(silence, 3)
+    assert ref.shape == (3, latents.TIMBRE_FIX_FRAME, 64) and ref.dtype == np.float32
+    assert all(np.array_equal(ref[b], silence[0].T[: latents.TIMBRE_FIX_FRAME]) for b in range(3))
+    assert order.dtype == np.int64 and order.tolist() == [0, 1, 2]
+
+
+def test_tiled_decode_batch_overlap_and_progress():
+    windows, progress = [], []
+
+    def fake_decode(window):
+        windows.append(window.shape)
+        return np.repeat(window[:, :2, :], 4, axis=-1)  # [1, 2, t*4]
+
+    lat = np.stack([np.arange(300, dtype=np.float32), -np.arange(300, dtype=np.float32)])[:, None, :]
+    lat = lat.repeat(8, axis=1)  # [2, 8, 300], items differ
+    out = tiling.tiled_decode(lat, fake_decode, chunk_size=128, overlap=16,
+                              on_tile=lambda k, n: progress.append((k, n)))
+    n = len(tiling.plan_tiles(300, 128, 16))
+    assert n != len(tiling.plan_tiles(300, 128))  # the overlap given is the one used
+    assert out.shape == (2, 2, 300 * 4)
+    assert all(shape[0] == 1 for shape in windows) and len(windows) == 2 * n  # item by item
+    assert np.array_equal(out[0, 0], np.repeat(np.arange(300, dtype=np.float32), 4))
+    assert np.array_equal(out[1, 1], -np.repeat(np.arange(300, dtype=np.float32), 4))
+    assert progress == [(k, n) for k in range(1, n + 1)] * 2
+
+
+def test_save_audio_formats_and_refusals(tmp_path):
+    import soundfile as sf
+
+    wav = (np.sin(np.arange(2 * 4800, dtype=np.float32) / 7.0) * 0.5).reshape(2, 4800)
+    wav[0, 0] = 1.5  # past full scale: float wav keeps it, flac and mp3 clip
+    out = audio.save_audio(tmp_path / "a" / "b" / "x.WAV", wav, sample_rate=44100)  # folders made, suffix any case
+    data, rate = sf.read(out, dtype="float32", always_2d=True)
+    assert rate == 44100 and sf.info(out).subtype == "FLOAT" and sf.info(out).format == "WAV"
+    assert np.array_equal(data.T, wav)
+    flac = audio.save_audio(tmp_path / "x.flac", wav)
+    data, rate = sf.read(flac, dtype="float32", always_2d=True)
+    assert rate == 48000 and sf.info(flac).subtype == "PCM_16" and sf.info(flac).format == "FLAC"
+    assert data.shape == (4800, 2) and np.max(np.abs(data.T[:, 1:] - wav[:, 1:])) < 1 / 32767
+    with pytest.raises(ValueError, match=r"unsupported audio format '\.ogg' for .*x\.ogg; use one of"):
+        audio.save_audio(tmp_path / "x.ogg", wav)
+    with pytest.raises(ValueError, match=r"expected \[channels, samples\] audio, got shape \(1, 2, 4800\)"):
+        audio.save_audio(tmp_path / "y.wav", wav[None])
+    assert not (tmp_path / "y.wav").exists()
+
+
+def test_save_audio_mp3_bytes(tmp_path):
+    pytest.importorskip("lameenc")  # the mp3 extra
+    wav = (np.sin(np.arange(2 * 4800, dtype=np.float32) / 7.0) * 0.5).reshape(2, 4800)
+    wav[0, 0] = 1.5
+    mp3 = audio.save_audio(tmp_path / "x.mp3", wav)
+    header = mp3.read_bytes()
+    sync = header.find(b"\xff\xfb")  # MPEG-1 layer III frame: bitrate index 9 = 128 kbit/s, 48 kHz, stereo
+    assert sync >= 0 and header[sync + 2] >> 4 == 9 and (header[sync + 2] >> 2) & 3 == 1
+    assert header[sync + 3] >> 6 != 3
+    # LAME is deterministic: these bytes are lameenc 1.9.0's (the pinned mp3 extra) for 128k, quality 2, clip to
+    # [-1, 1] then * 32767; another setting or scale gives other bytes
+    assert hashlib.sha256(header).hexdigest() == "6e4b7b2db8164ee4676b75229318c242d1a6d92b991cf681dfd3aecbb053fa5f"
