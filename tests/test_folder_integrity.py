@@ -116,6 +116,54 @@ def test_a_record_that_cannot_be_renamed_into_place_is_dropped(tmp_path, monkeyp
     assert sorted(p.name for p in folder.iterdir()) == ["g.onnx", "tok.json"]  # and its temporary file removed
 
 
+def test_listed_files_skips_what_it_cannot_check_and_reads_asset_defaults(tmp_path):
+    _, manifest = _folder(tmp_path)
+    manifest["graphs"] = {"other": {"files": [{"file": "o.onnx", "sha256": "0" * 64}]}, **manifest["graphs"]}
+    manifest["graphs"]["g"]["files"] += ["not a dict", {"file": "no-digest.onnx"}]
+    manifest["assets"]["vocab.txt"] = {"sha256": "1" * 64, "bytes": 7}  # no "file": the asset's name is its file
+    manifest["assets"]["broken"] = {"file": "b.bin"}  # no digest: nothing to check against
+    listed = listed_files(manifest, ("g",))  # a graph not asked for comes first: the others are still listed
+    assert [(f.file, f.bytes, f.where) for f in listed] == [
+        ("g.onnx", 11, "graphs.g.files[0]"), ("tok.json", 2, "assets.tok.json"), ("vocab.txt", 7, "assets.vocab.txt")]
+
+
+def test_verify_folder_checks_only_the_graphs_asked_for(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    manifest["graphs"]["h"] = {"files": [{"file": "h.onnx", "sha256": "0" * 64, "bytes": 1}]}  # not exported here
+    assert verify_folder(folder, manifest, ("g",)) == 2
+    with pytest.raises(DigestError, match=r"h\.onnx is missing \(manifest\.json graphs\.h\.files\[0\] lists it\); "
+                                          r"re-export the folder with `acestep-export`$"):
+        verify_folder(folder, manifest)
+
+
+def test_the_record_is_rewritten_only_when_something_was_hashed(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    verify_folder(folder, manifest)
+    before = (folder / RECORD).stat()
+    assert verify_folder(folder, manifest) == 0
+    after = (folder / RECORD).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_record_that_is_not_an_object_is_ignored(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    (folder / RECORD).write_text("[1, 2]", encoding="utf-8")
+    assert verify_folder(folder, manifest) == 2
+    assert verify_folder(folder, manifest) == 0
+
+
+def test_digest_messages_say_how_to_repair(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    (folder / "g.onnx").write_bytes(b"graph")
+    with pytest.raises(DigestError, match=r"says 11: the file is damaged or truncated; re-export the folder with "
+                                          r"`acestep-export`$"):
+        verify_folder(folder, manifest)
+    (folder / "g.onnx").write_bytes(b"graph bytez")
+    with pytest.raises(DigestError, match=r"\): the file is damaged or the manifest was edited; re-export the folder "
+                                          r"with `acestep-export`$"):
+        verify_folder(folder, manifest)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_audio_is_refused(bad):
     audio = np.zeros((1, 2, 100), np.float32)

@@ -95,6 +95,10 @@ def test_lyric_prompt_and_instruction():
     assert prompts.format_instruction("Do it") == "Do it:"
     wrapped = "# Instruction\nX:\n\n# Caption\nreal caption\n\n# Metas\n- bpm: 1\n"
     assert prompts.extract_caption_from_sft_format(wrapped) == "real caption"
+    caption_only = "# Caption\nmy song\n# Metas\n- bpm: 1"  # both headings are needed to strip anything
+    assert prompts.extract_caption_from_sft_format(caption_only) == caption_only
+    two_lines = "# Instruction\nX:\n\n# Caption\nline one\nline two\n\n# Metas\n- bpm: 1\n"  # re.DOTALL
+    assert prompts.extract_caption_from_sft_format(two_lines) == "line one\nline two"
 
 
 @pytest.mark.parametrize(
@@ -200,3 +204,13 @@ def test_save_audio_mp3_bytes(tmp_path):
     # LAME is deterministic: these bytes are lameenc 1.9.0's (the pinned mp3 extra) for 128k, quality 2, clip to
     # [-1, 1] then * 32767; another setting or scale gives other bytes
     assert hashlib.sha256(header).hexdigest() == "6e4b7b2db8164ee4676b75229318c242d1a6d92b991cf681dfd3aecbb053fa5f"
+
+
+def test_schedule_defaults_float32_snapping_and_x0_dtype():
+    assert schedule.resolve_schedule() == list(schedule.SHIFT_TIMESTEPS[1.0])  # shift 1 when none is given
+    # just under the midpoint of 1.0 and 0.9545... in float64, over it once rounded to float32 as the handler does
+    assert schedule.snap_custom_timesteps([0.9772727272727272]) == [1.0]
+    xt = np.full((1, 4, 2), 0.5, dtype=np.float32)
+    vt = np.full((1, 4, 2), 0.25, dtype=np.float32)
+    x0 = schedule.x0_step(xt, vt, 0.5)
+    assert x0.dtype == np.float32 and np.all(x0 == np.float32(0.375))

@@ -89,6 +89,11 @@ mod tests {
         let wrapped = "# Instruction\nx\n\n# Caption\n  my song  \n\n# Metas\n- bpm: 1";
         assert_eq!(extract_caption_from_sft_format(wrapped), "my song");
         assert_eq!(extract_caption_from_sft_format("# Caption only"), "# Caption only");
+        // both headings are needed: a caption block alone (or an instruction alone) is the user's text
+        let caption_only = "# Caption\nmy song\n# Metas\n- bpm: 1";
+        assert_eq!(extract_caption_from_sft_format(caption_only), caption_only);
+        let instruction_only = "# Instruction\nx\n# Metas\n";
+        assert_eq!(extract_caption_from_sft_format(instruction_only), instruction_only);
         assert_eq!(format_instruction("Do it"), "Do it:");
     }
 }
