@@ -4,11 +4,18 @@
         (DIR: the mutmut stage of mutants.sh; mutmut's own code reads its results there)
     python scripts/mutants_report.py cargo --outcomes reports/mutants/mutants.out --out reports/mutants --seconds S
     python scripts/mutants_report.py summary --out reports/mutants
+    python scripts/mutants_report.py mark --out reports/mutants   (re-read docs/mutants_equivalent.txt, re-render)
 
 Writes ``python.json`` / ``python.txt`` and ``rust.json`` / ``rust.txt`` (counts, score, one line per surviving
 mutant: ``file:line: the change``) and ``summary.md`` over whichever of the two exist. The score is
 killed / (killed + survived + timeout); mutmut's "no tests" mutants (no selected test reaches the function) are
 counted as survived in it, and listed with them.
+
+Survivors argued equivalent (no input tells them apart from the original) are listed in
+``docs/mutants_equivalent.txt``, one rule a line: ``<tool> <pattern> | <reason>``, tool ``mutmut`` or ``cargo``; the
+pattern (``*`` matches anything, nothing else is special) is matched against ``file::function: change`` (mutmut:
+``removed -> added``; cargo-mutants: its own description), so line numbers may move. A survivor a rule matches is
+marked with the rule's reason; the rest are marked TO KILL.
 """
 
 from __future__ import annotations
@@ -20,6 +27,34 @@ import os
 import re
 import sys
 from pathlib import Path
+
+
+def load_equivalents(path: Path) -> list[tuple[str, str, str]]:
+    rules = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            head, _, reason = line.partition(" | ")
+            tool, _, glob = head.strip().partition(" ")
+            rules.append((tool, glob.strip(), reason.strip()))
+    return rules
+
+
+def _pattern(glob: str) -> re.Pattern:
+    return re.compile(".*".join(re.escape(part) for part in glob.split("*")), re.S)
+
+
+def equivalence_key(s: dict) -> str:
+    return f"{s['file']}::{s['function']}: {s['change']}" if s.get("function") else f"{s['file']}: {s['change']}"
+
+
+def mark_equivalents(report: dict, rules: list[tuple[str, str, str]], tool: str) -> None:
+    compiled = [(_pattern(g), r) for t, g, r in rules if t == tool]
+    for s in report["survivors"]:
+        key = equivalence_key(s)
+        s["equivalent"] = next((r for p, r in compiled if p.fullmatch(key)), None)
+    report["argued_equivalent"] = sum(1 for s in report["survivors"] if s["equivalent"])
 
 
 def score(killed: int, survived: int, timeout: int) -> float | None:
@@ -154,7 +189,9 @@ def render(report: dict) -> str:
             + f", {report['timeout']} timeout, {report['unviable']} unviable"
             + (f", {report['suspicious']} suspicious" if report.get("suspicious") else "")
             + f"; score {report['score_percent']} % (killed / (killed + survived + timeout))"
-            + (f"; {report['seconds']} s" if report.get("seconds") is not None else ""))
+            + (f"; {report['seconds']} s" if report.get("seconds") is not None else "")
+            + f"\n{report.get('argued_equivalent', 0)} of the survivors are argued equivalent "
+              "(docs/mutants_equivalent.txt); the others are marked TO KILL")
     out = [head, "", "per file (killed / survived / timeout / unviable):"]
     for file, c in sorted(report["per_file"].items()):
         surv = c.get("survived", 0) + c.get("no tests", 0)
@@ -165,12 +202,13 @@ def render(report: dict) -> str:
         tag = "" if s["status"] == "survived" else f" [{s['status']}]"
         where = f"{s['file']}:{s['line']}"
         what = s["change"] + (f"  ({s['mutant']})" if "mutant" in s else "")
-        out.append(f"  {where}:{tag} {what}")
+        verdict = f"equivalent: {s['equivalent']}" if s.get("equivalent") else "TO KILL"
+        out.append(f"  {where}:{tag} {what}\n      -> {verdict}")
     return "\n".join(out) + "\n"
 
 
 def summary(out: Path) -> str:
-    rows = ["| tool | scope | mutants | killed | survived | timeout | unviable | score | wall |",
+    rows = ["| tool | scope | mutants | killed | survived (argued equivalent) | timeout | unviable | score | wall |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, scope in (("python", "acestep_ort/host, tolerances.py, import_cases.py"),
                         ("rust", "acestep-core (files in .cargo/mutants.toml)")):
@@ -178,7 +216,8 @@ def summary(out: Path) -> str:
         if not path.is_file():
             continue
         r = json.loads(path.read_text(encoding="utf-8"))
-        rows.append(f"| {r['tool']} | {scope} | {r['mutants']} | {r['killed']} | {r['survived']} | {r['timeout']} "
+        rows.append(f"| {r['tool']} | {scope} | {r['mutants']} | {r['killed']} | {r['survived']} "
+                    f"({r.get('argued_equivalent', 0)}) | {r['timeout']} "
                     f"| {r['unviable']} | {r['score_percent']} % | {r.get('seconds', '?')} s |")
     return ("# make mutants\n\nScore = killed / (killed + survived + timeout). Surviving mutants: python.txt, "
             "rust.txt.\n\n" + "\n".join(rows) + "\n")
@@ -186,7 +225,7 @@ def summary(out: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tool", choices=["mutmut", "cargo", "summary"])
+    parser.add_argument("tool", choices=["mutmut", "cargo", "summary", "mark"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stage", type=Path)
     parser.add_argument("--outcomes", type=Path)
@@ -195,11 +234,21 @@ def main() -> int:
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if args.tool != "summary":
+    rules = load_equivalents(args.repo / "docs" / "mutants_equivalent.txt")
+    if args.tool == "mark":
+        for name, tool in (("python", "mutmut"), ("rust", "cargo")):
+            path = out / f"{name}.json"
+            if path.is_file():
+                report = json.loads(path.read_text(encoding="utf-8"))
+                mark_equivalents(report, rules, tool)
+                path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+                (out / f"{name}.txt").write_text(render(report), encoding="utf-8")
+    elif args.tool != "summary":
         name = "python" if args.tool == "mutmut" else "rust"
         report = mutmut_report(args.stage.resolve(), args.repo) if args.tool == "mutmut" else cargo_report(
             args.outcomes.resolve())
         report["seconds"] = args.seconds
+        mark_equivalents(report, rules, args.tool)
         (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         text = render(report)
         (out / f"{name}.txt").write_text(text, encoding="utf-8")
