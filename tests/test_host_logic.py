@@ -214,3 +214,38 @@ def test_schedule_defaults_float32_snapping_and_x0_dtype():
     vt = np.full((1, 4, 2), 0.25, dtype=np.float32)
     x0 = schedule.x0_step(xt, vt, 0.5)
     assert x0.dtype == np.float32 and np.all(x0 == np.float32(0.375))
+
+
+def test_tiling_overlap_floor_and_limits():
+    assert tiling.effective_overlap(129, 64) == 64  # 129 - 128 = 1 > 0: kept
+    assert tiling.effective_overlap(10, 6) == tiling.MIN_OVERLAP  # 6 -> 3 jumps below the floor: back to 4
+    assert tiling.effective_overlap(10, 3) == 3  # asked below the floor: kept
+    tiles = tiling.plan_tiles(200, 129, 64)  # stride 1: one frame per window core, still valid
+    assert len(tiles) == 200 and tiles[5] == tiling.Tile(0, 70, 5, 6)
+    with pytest.raises(ValueError, match=r"^latent_frames must be positive, got 0$"):
+        tiling.plan_tiles(0)
+    floor = 2 * tiling.OVERLAP + tiling.MIN_STRIDE
+    assert tiling.budget_chunk(1, 10**9, max_frames=floor) == floor  # the graph's limit may be the floor itself
+
+
+def test_vae_chunking_settings():
+    shape = tiling.VaeShape.from_config({"decoder_channels": 8, "channel_multiples": [1, 2],
+                                         "downsampling_ratios": [3, 5]})
+    assert shape == tiling.VaeShape(8, (1, 2), (3, 5))
+    assert tiling.VaeChunking(memory_mb=1).memory_mb == 1
+    env = {tiling.ENV_TILING: "upstream", tiling.ENV_MEMORY: "100"}
+    assert tiling.VaeChunking.from_env(env) == tiling.VaeChunking("upstream", 100)
+    assert tiling.VaeChunking(memory_mb=10**6).chunk_size(tiling.VaeShape(), max_frames=300) == 300
+
+
+def test_post_processing_per_item_float32_and_inputs_untouched():
+    wav = np.array([[[0.5, -2.0, 0.0, 1.0]], [[4.0, 0.0, 0.0, 0.0]]], dtype=np.float64)  # [2, 1, 4]
+    clipped = audio.anti_clip(wav)
+    assert clipped.dtype == np.float32 and np.abs(clipped).max(axis=(1, 2)).tolist() == [1.0, 1.0]
+    quiet = np.array([[[0.1, -0.2]], [[0.0, 0.05]]], dtype=np.float32)
+    before = quiet.copy()
+    norm = audio.normalize_peak(quiet)
+    assert np.array_equal(quiet, before)  # a new array: the caller's is not rescaled in place
+    target = np.float32(10 ** (audio.NORMALIZATION_DB / 20))
+    assert norm.dtype == np.float32 and np.allclose(np.abs(norm).max(axis=(1, 2)), target)
+    assert audio.normalize_peak(wav).dtype == np.float32

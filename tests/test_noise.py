@@ -217,3 +217,14 @@ def test_prepare_noise_refusals_name_the_problem():
         prepare_noise([1, None], 16)
     with pytest.raises(ValueError, match=r"^negative seed -4 would mean unseeded noise upstream; refusing$"):
         prepare_noise([1, -4], 16)
+
+
+def test_seed_and_shape_refusals_name_the_problem():
+    with pytest.raises(TypeError, match=r"^seed must be an int, got float$"):
+        torch_randn((4,), 1.5)
+    with pytest.raises(ValueError, match=r"^seed 18446744073709551616 is outside torch's accepted range "
+                                         r"\[-2\*\*63, 2\*\*64-1\]$"):
+        torch_randn((4,), 2**64)
+    with pytest.raises(ValueError, match=r"^negative dimension in shape \(2, -1\)$"):
+        torch_randn((2, -1), 0)
+    assert torch_randn((0, 64), 3).dtype == np.float32
