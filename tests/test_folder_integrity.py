@@ -122,9 +122,11 @@ def test_listed_files_skips_what_it_cannot_check_and_reads_asset_defaults(tmp_pa
     manifest["graphs"]["g"]["files"] += ["not a dict", {"file": "no-digest.onnx"}]
     manifest["assets"]["vocab.txt"] = {"sha256": "1" * 64, "bytes": 7}  # no "file": the asset's name is its file
     manifest["assets"]["broken"] = {"file": "b.bin"}  # no digest: nothing to check against
+    manifest["assets"]["tokenizer"] = {"file": "tokenizer/t.json", "sha256": "2" * 64}  # named apart from its file
     listed = listed_files(manifest, ("g",))  # a graph not asked for comes first: the others are still listed
     assert [(f.file, f.bytes, f.where) for f in listed] == [
-        ("g.onnx", 11, "graphs.g.files[0]"), ("tok.json", 2, "assets.tok.json"), ("vocab.txt", 7, "assets.vocab.txt")]
+        ("g.onnx", 11, "graphs.g.files[0]"), ("tok.json", 2, "assets.tok.json"), ("vocab.txt", 7, "assets.vocab.txt"),
+        ("tokenizer/t.json", None, "assets.tokenizer")]
 
 
 def test_verify_folder_checks_only_the_graphs_asked_for(tmp_path):

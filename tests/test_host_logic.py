@@ -195,7 +195,7 @@ def test_save_audio_formats_and_refusals(tmp_path):
 def test_save_audio_mp3_bytes(tmp_path):
     pytest.importorskip("lameenc")  # the mp3 extra
     wav = (np.sin(np.arange(2 * 4800, dtype=np.float32) / 7.0) * 0.5).reshape(2, 4800)
-    wav[0, 0] = 1.5
+    wav[0, 0], wav[1, 1] = 1.5, -1.5  # past full scale both ways: clipped to [-1, 1]
     mp3 = audio.save_audio(tmp_path / "x.mp3", wav)
     header = mp3.read_bytes()
     sync = header.find(b"\xff\xfb")  # MPEG-1 layer III frame: bitrate index 9 = 128 kbit/s, 48 kHz, stereo
@@ -203,7 +203,7 @@ def test_save_audio_mp3_bytes(tmp_path):
     assert header[sync + 3] >> 6 != 3
     # LAME is deterministic: these bytes are lameenc 1.9.0's (the pinned mp3 extra) for 128k, quality 2, clip to
     # [-1, 1] then * 32767; another setting or scale gives other bytes
-    assert hashlib.sha256(header).hexdigest() == "6e4b7b2db8164ee4676b75229318c242d1a6d92b991cf681dfd3aecbb053fa5f"
+    assert hashlib.sha256(header).hexdigest() == "9fda8eb199889b956769d9f1e4635f3cc44aecff9debdc429da7f3c816f5f1ee"
 
 
 def test_schedule_defaults_float32_snapping_and_x0_dtype():
@@ -249,3 +249,11 @@ def test_post_processing_per_item_float32_and_inputs_untouched():
     target = np.float32(10 ** (audio.NORMALIZATION_DB / 20))
     assert norm.dtype == np.float32 and np.allclose(np.abs(norm).max(axis=(1, 2)), target)
     assert audio.normalize_peak(wav).dtype == np.float32
+
+
+def test_save_audio_mp3_without_lameenc_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lameenc", None)  # import lameenc -> ImportError
+    with pytest.raises(RuntimeError, match=r"^mp3 output needs the 'lameenc' package \(pip install lameenc\)$"):
+        audio.save_audio(tmp_path / "x.mp3", np.zeros((2, 10), np.float32))

@@ -291,6 +291,38 @@ def test_parse_rules():
     assert lm_parse.parse_lm_output("mood:duration: 34\n") == {}  # the quirk's line is not a duration field
 
 
+def test_parse_reasoning_block_fallbacks_and_line_rules():
+    # the reasoning block spans lines (re.DOTALL); what follows </think> is not metadata
+    assert lm_parse.parse_lm_output("<think>\nbpm: 120\n</think>\n\nlanguage: fr") == {"bpm": 120}
+    # no block: the text before the first audio code is the reasoning
+    assert lm_parse.parse_lm_output("bpm: 90\n<|audio_code_1|>\nkeyscale: C major") == {"bpm": 90}
+    # a line starting with '<' is skipped, even with a colon: the caption goes on past it
+    assert lm_parse.parse_lm_output("caption: one\n<x>: y\n  two") == {"caption": "one two"}
+    # a new field starts at a line whose first character is not blank; its name ends at the first colon
+    assert lm_parse.parse_lm_output("caption: one\nx y: z\n  two") == {"caption": "one"}
+    assert lm_parse.parse_lm_output("caption: a: b\n\tc") == {"caption": "a: b c"}  # tab continues too
+    assert lm_parse.parse_lm_output("caption: one\n:\n  two") == {"caption": "one"}
+    assert lm_parse.extract_lyrics("</think>\n# lyric\nla") == "la"  # the header in any case
+
+
+def test_create_sample_result_defaults_and_na():
+    assert lm_parse.create_sample_result({}) == {
+        "caption": "", "lyrics": "", "bpm": None, "duration": None, "keyscale": "", "language": "",
+        "timesignature": "", "instrumental": False}
+    got = lm_parse.create_sample_result({"keyscale": "N/A", "vocal_language": "fr", "timesignature": "3"})
+    assert (got["keyscale"], got["language"], got["timesignature"]) == ("", "fr", "3")
+
+
+def test_chat_rendering_and_token_budget():
+    turns = [{"role": "user", "content": "hi"}]
+    assert lm_prompt.render_qwen3_chat(turns, add_generation_prompt=False) == "<|im_start|>user\nhi<|im_end|>\n"
+    assert lm_prompt.max_new_tokens(target_duration=30) == 30 * 5 + 500
+    assert lm_prompt.max_new_tokens(target_duration=30, generation_phase="codes") == 30 * 5 + 10
+    assert lm_prompt.max_new_tokens(target_duration=0) == 3500  # no target: the default budget
+    low = lm_prompt.max_new_tokens(target_duration=0.5)  # a target below the minimum is raised to it
+    assert low == lm_prompt.DURATION_MIN * 5 + 500
+
+
 def test_sampling_chain():
     scores = np.array([1.0, 3.0, 2.0, -np.inf], dtype=np.float32)
     assert lm_planner.top_k_filter(scores, 2).tolist() == [-np.inf, 3.0, 2.0, -np.inf]

@@ -180,7 +180,8 @@ def test_fma_f32_rounds_once_where_double_rounding_would_not():
     a float32 midpoint need its round-to-odd fix (1 + 2**-15 times 1 - 2**-15 is 1 - 2**-30)."""
     f = np.float32
     one_up, one_down, big = f(1 + 2**-15), f(1 - 2**-15), f(2**24 + 2)
-    crafted = [(one_up, one_down, -big), (one_up, -one_down, big), (one_up, one_down, big), (f(3), f(5), f(-7))]
+    crafted = [(one_up, one_down, -big), (one_up, -one_down, big), (one_up, one_down, big), (f(3), f(5), f(-7)),
+               (f(1), f(1), f(2**24)), (f(1), f(1), -big)]  # exact midpoints (2**24 + 1): ties to even, no nudge
     rng = np.random.default_rng(3)
     randoms = rng.standard_normal((200, 3)).astype(np.float32) * np.float32(1e3)
     cases = crafted + [tuple(row) for row in randoms]
@@ -195,10 +196,9 @@ def test_fma_f32_rounds_once_where_double_rounding_would_not():
 
 
 def test_box_muller_turns_negative_zero_into_positive_zero():
-    """A uniform of 0 in the radius half gives radius 0; times cos(pi) = -1 that is -0.0, which torch's fused
-    ``n * std + mean`` turns into +0.0."""
+    """A uniform of 0 in the radius half gives radius sqrt(-0.0) = -0.0; times cos(0) = 1 and sin(0) = 0 that is
+    -0.0, which torch's fused ``n * std + mean`` turns into +0.0."""
     u = np.zeros((1, 16), dtype=np.float32)
-    u[0, 8:] = 0.5
     out = noise._normal_fill_16_avx2(u)
     assert np.all(out == 0) and not np.any(np.signbit(out))
 
