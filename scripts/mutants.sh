@@ -102,6 +102,9 @@ rust_part() {
     scope=(--no-config --gitignore true --test-package acestep-core)
     for f in $MUTANTS_RUST_FILES; do scope+=(--file "$f"); done
   fi
+  # the crate's own artifacts go before and after: a mutated build left there (same fingerprint hash from
+  # another path) was picked up as fresh by a later plain `cargo test` in this folder
+  $CARGO clean --quiet --package acestep-core
   local start rc=0
   start=$(date +%s)
   # exit 2: some mutants survived, 3: some timed out; both are results, not failures
@@ -110,6 +113,7 @@ rust_part() {
     ${MUTANTS_RUST_ARGS:-} \
     >"$OUT/rust.log" 2>&1 || rc=$?
   local wall=$(( $(date +%s) - start ))
+  $CARGO clean --quiet --package acestep-core
   if [ "$rc" != 0 ] && [ "$rc" != 2 ] && [ "$rc" != 3 ]; then
     echo "mutants: cargo-mutants failed (exit $rc); the end of $OUT/rust.log:" >&2
     tail -n 30 "$OUT/rust.log" >&2

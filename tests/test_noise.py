@@ -181,7 +181,9 @@ def test_fma_f32_rounds_once_where_double_rounding_would_not():
     f = np.float32
     one_up, one_down, big = f(1 + 2**-15), f(1 - 2**-15), f(2**24 + 2)
     crafted = [(one_up, one_down, -big), (one_up, -one_down, big), (one_up, one_down, big), (f(3), f(5), f(-7)),
-               (f(1), f(1), f(2**24)), (f(1), f(1), -big)]  # exact midpoints (2**24 + 1): ties to even, no nudge
+               (f(1), f(1), f(2**24)), (f(1), f(1), -big),  # exact midpoints (2**24 + 1): ties to even, no nudge
+               (f(797728), f(673), f(-(2**-25))),  # 2**29 + 32 - 2**-25: the lost part is c's, not a*b's
+               (f(795728), f(673), f(3 * 2**-26))]  # a sum one float64 step under a midpoint: odd, left alone
     rng = np.random.default_rng(3)
     randoms = rng.standard_normal((200, 3)).astype(np.float32) * np.float32(1e3)
     cases = crafted + [tuple(row) for row in randoms]

@@ -87,4 +87,17 @@ mod tests {
         let ctx = s.context_latents(1, 2);
         assert_eq!(ctx, vec![0., 10., 1., 1., 0., 10., 1., 1.]);
     }
+
+    #[test]
+    fn timbre_reference_is_the_first_750_frames_per_item() {
+        let frames = 800;
+        let data: Vec<f32> = (0..2 * frames).map(|i| i as f32).collect();
+        let s = SilenceLatent { channels: 2, frames, data };
+        let (reference, order) = s.timbre_reference(3);
+        assert_eq!(order, vec![0, 1, 2]);
+        assert_eq!(reference.len(), 3 * TIMBRE_FIX_FRAME * 2);
+        let one = s.slice(TIMBRE_FIX_FRAME);
+        assert_eq!(&one[..4], &[0., 800., 1., 801.]);
+        assert!(reference.chunks_exact(one.len()).all(|item| item == one.as_slice()));
+    }
 }
