@@ -79,6 +79,30 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_audio_is_refused_with_the_count() {
+        assert_eq!(check_finite(&[0.0, 1.0], "vae"), Ok(()));
+        let bad = [0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+        assert_eq!(non_finite_count(&bad), 3);
+        assert_eq!(
+            check_finite(&bad, "vae"),
+            Err("vae returned 3 non-finite samples of 4 (NaN or infinity): the graph is damaged or the decode \
+                 failed; no audio written"
+                .to_string())
+        );
+    }
+
+    #[test]
+    fn pcm16_is_lrintf_of_x_times_32768_clipped() {
+        assert_eq!(to_pcm16(0.5), 16384);
+        assert_eq!(to_pcm16(-0.25), -8192);
+        assert_eq!(to_pcm16(-1.0), -32768);
+        assert_eq!(to_pcm16(1.0), 32767); // 32768 clipped
+        assert_eq!(to_pcm16(2.0), 32767);
+        assert_eq!(to_pcm16(1.0 / 65536.0), 0); // 0.5: ties to even
+        assert_eq!(to_pcm16(3.0 / 65536.0), 2); // 1.5: ties to even
+    }
+
+    #[test]
     fn normalizes_to_minus_one_dbfs_and_skips_silence() {
         let mut a = vec![0.5f32, -0.25, 0.0, 1e-7];
         normalize_peak(&mut a, 2, NORMALIZATION_DB);

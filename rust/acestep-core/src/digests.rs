@@ -184,6 +184,36 @@ mod tests {
     }
 
     #[test]
+    fn lists_only_the_graphs_asked_for() {
+        let (dir, manifest) = folder_with("listed", b"graph bytes");
+        assert_eq!(listed_files(&manifest, Some(&["g"])).len(), 1);
+        assert_eq!(listed_files(&manifest, Some(&["other"])).len(), 0);
+        assert_eq!(listed_files(&manifest, None)[0].listed_at, "graphs.g.files[0]");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_record_is_rewritten_only_after_hashing() {
+        let (dir, manifest) = folder_with("rewrite", b"graph bytes");
+        verify_folder(&dir, &manifest, None).unwrap();
+        let before = fs::metadata(dir.join(RECORD)).unwrap();
+        assert_eq!(verify_folder(&dir, &manifest, None).unwrap(), 0);
+        let after = fs::metadata(dir.join(RECORD)).unwrap();
+        assert_eq!((after.ino(), after.mtime_nsec()), (before.ino(), before.mtime_nsec()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_in_place_of_a_file_is_missing() {
+        let (dir, manifest) = folder_with("dir", b"graph bytes");
+        fs::remove_file(dir.join("g.onnx")).unwrap();
+        fs::create_dir(dir.join("g.onnx")).unwrap();
+        let err = verify_folder(&dir, &manifest, None).unwrap_err().to_string();
+        assert!(err.contains("g.onnx is missing"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn refuses_a_changed_byte_a_wrong_size_and_a_missing_file() {
         let (dir, manifest) = folder_with("bad", b"graph bytes");
         assert_eq!(verify_folder(&dir, &manifest, None).unwrap(), 1);

@@ -214,3 +214,49 @@ pub fn create_sample_result(metadata: &Metadata) -> SampleResult {
         instrumental: matches!(metadata.get("instrumental"), Some(MetaValue::Bool(true))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> String {
+        metadata_json(&parse_lm_output(text))
+    }
+
+    #[test]
+    fn python_int_rules() {
+        for bad in ["", "_1", "1_", "1__2", "-", "1a", "--1"] {
+            assert_eq!(py_int(bad), None, "{bad:?}");
+        }
+        assert_eq!(py_int("1_2").as_deref(), Some("12"));
+        assert_eq!(py_int(" -007 ").as_deref(), Some("-7"));
+        assert_eq!(py_int("+0").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn python_float_rules() {
+        for bad in ["", "_1", "1_", "1__0", "N/A", "x"] {
+            assert_eq!(py_float(bad), None, "{bad:?}");
+        }
+        assert_eq!(py_float("1_0.5"), Some(10.5));
+        assert_eq!(py_float(" 2.5 "), Some(2.5));
+    }
+
+    #[test]
+    fn the_reasoning_block_wins_over_the_rest_of_the_text() {
+        // (the same cases as tests/test_lm_host.py's, and one with text before the block)
+        assert_eq!(json("<think>\nbpm: 120\n</think>\n\nlanguage: fr"), r#"{"bpm": 120}"#);
+        assert_eq!(json("note\n<think>\nbpm: 120\n</think>\nlanguage: fr"), r#"{"bpm": 120}"#);
+        assert_eq!(json("bpm: 90\n<|audio_code_1|>\nkeyscale: C major"), r#"{"bpm": 90}"#);
+    }
+
+    #[test]
+    fn where_a_field_starts_and_what_continues_it() {
+        assert_eq!(json("caption: one\n<x>: y\n  two"), r#"{"caption": "one two"}"#);
+        assert_eq!(json("caption: one\nx y: z\n  two"), r#"{"caption": "one"}"#);
+        assert_eq!(json("caption: a: b\n\tc"), r#"{"caption": "a: b c"}"#);
+        assert_eq!(json("caption: one\n  two: x"), r#"{"caption": "one two: x"}"#); // indented: a continuation
+        assert_eq!(json("caption: one\ntwo"), r#"{"caption": "one"}"#); // not indented: not a continuation
+        assert_eq!(json("  two\ncaption: one"), r#"{"caption": "one"}"#); // a continuation before any field
+    }
+}

@@ -217,6 +217,38 @@ mod tests {
     }
 
     #[test]
+    fn overlap_floor_and_the_smallest_budget_chunk() {
+        assert_eq!(effective_overlap(129, 64), 64); // 129 - 128 = 1 > 0: kept
+        assert_eq!(effective_overlap(10, 6), MIN_OVERLAP); // 6 -> 3 jumps below the floor: back to 4
+        assert_eq!(effective_overlap(10, 3), 3); // asked below the floor: kept
+        let floor = 2 * OVERLAP + MIN_STRIDE;
+        assert_eq!(budget_chunk(1, 1 << 30, floor, OVERLAP).expect("chunk"), floor); // the limit may be the floor
+        assert!(budget_chunk(1, 1 << 30, floor - 1, OVERLAP).is_err());
+    }
+
+    /// `from_env` reads the process environment: each case runs in a child test process of its own (this test,
+    /// told what to expect), so no other test thread shares an environment being changed.
+    #[test]
+    fn chunking_comes_from_the_environment() {
+        if let Ok(want) = std::env::var("ACESTEP_TILING_ENV_CHILD") {
+            assert_eq!(format!("{:?}", VaeChunking::from_env()), want);
+            return;
+        }
+        for (tiling, memory, want) in
+            [("upstream", "100", "Ok(Upstream)"), ("budget", "100", "Ok(Budget { memory_mb: 100 })")]
+        {
+            let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args(["--exact", "tiling::tests::chunking_comes_from_the_environment", "--quiet"])
+                .env("ACESTEP_TILING_ENV_CHILD", want)
+                .env(ENV_TILING, tiling)
+                .env(ENV_MEMORY, memory)
+                .status()
+                .expect("child test");
+            assert!(status.success(), "{tiling} / {memory} MB: not {want}");
+        }
+    }
+
+    #[test]
     fn budget_chunk_is_bounded() {
         let real = VaeShape::default();
         assert_eq!(real.activation_widths(), vec![2048, 10240, 30720, 61440, 122880, 245760]);
